@@ -1,0 +1,423 @@
+"""4D Gaussians (SPEC §1): activations of the raw network output, 4D rotation, covariance, slicing
+at a time, forecasting beyond the window, and affine changes of units (model box <-> fixed frame).
+
+Shapes use a leading batch `...` and N Gaussians. Quaternions are (w, x, y, z). Everything is
+differentiable torch; nothing here allocates on a device other than its inputs'.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .cameras import SceneNormalization, TimeNormalization
+
+__all__ = [
+    "SH_C0",
+    "RAW_CHANNELS",
+    "CHANNEL_LAYOUT",
+    "GaussianActivation",
+    "Gaussians3D",
+    "Gaussians4D",
+    "left_isoclinic",
+    "right_isoclinic",
+    "rotation_4d",
+    "factor_rotation_4d",
+]
+
+SH_C0 = 0.28209479177387814
+"""Degree-0 spherical-harmonic constant: colour = 0.5 + SH_C0 * f_dc."""
+
+RAW_CHANNELS = 20
+CHANNEL_LAYOUT: tuple[tuple[str, int], ...] = (
+    ("xyz", 3),
+    ("t", 1),
+    ("rgb", 3),
+    ("scale_xyz", 3),
+    ("scale_t", 1),
+    ("q_left", 4),
+    ("q_right", 4),
+    ("opacity", 1),
+)
+"""Split order of the 20 raw channels (SPEC §1), also the order of `Gaussians4D.to_channels()`."""
+
+_TT_EPS = 1e-12  # floor for Sigma_tt in divisions; far below any scale the activations produce
+
+
+def left_isoclinic(q: Tensor) -> Tensor:
+    """L(q) of SPEC §1: [..., 4] -> [..., 4, 4], left quaternion multiplication x -> q x."""
+    a, b, c, d = q.unbind(-1)
+    rows = [
+        torch.stack([a, -b, -c, -d], -1),
+        torch.stack([b, a, -d, c], -1),
+        torch.stack([c, d, a, -b], -1),
+        torch.stack([d, -c, b, a], -1),
+    ]
+    return torch.stack(rows, -2)
+
+
+def right_isoclinic(q: Tensor) -> Tensor:
+    """R(q) of SPEC §1: [..., 4] -> [..., 4, 4], right quaternion multiplication x -> x q."""
+    p, q_, r, s = q.unbind(-1)
+    rows = [
+        torch.stack([p, -q_, -r, -s], -1),
+        torch.stack([q_, p, s, -r], -1),
+        torch.stack([r, -s, p, q_], -1),
+        torch.stack([s, r, -q_, p], -1),
+    ]
+    return torch.stack(rows, -2)
+
+
+def rotation_4d(q_left: Tensor, q_right: Tensor) -> Tensor:
+    """R4 = L(q_l) @ R(q_r) for unit quaternions: [..., 4], [..., 4] -> [..., 4, 4] in SO(4)."""
+    return left_isoclinic(q_left) @ right_isoclinic(q_right)
+
+
+def _associate_basis(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[16, 16] matrix B with vec(R4) = B vec(q_l q_r^T); its columns are orthogonal with norm 2."""
+    eye = torch.eye(4, dtype=dtype, device=device)
+    cols = [rotation_4d(eye[k], eye[l]).reshape(16) for k in range(4) for l in range(4)]
+    return torch.stack(cols, dim=1)
+
+
+def factor_rotation_4d(rot: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse of `rotation_4d`: SO(4) [..., 4, 4] -> (q_l, q_r), each [..., 4], up to a joint sign.
+
+    R4 is linear in the outer product q_l q_r^T (the "associate matrix"); the map is a scaled
+    orthogonal one, so M = B^T vec(R4) / 4 recovers q_l q_r^T, a rank-one matrix from which both
+    unit quaternions are read off.
+    """
+    basis = _associate_basis(rot.dtype, rot.device)
+    assoc = (rot.reshape(*rot.shape[:-2], 16) @ basis / 4.0).reshape(*rot.shape[:-2], 4, 4)
+    col_norms = torch.linalg.norm(assoc, dim=-2)  # [..., 4]: |q_l| * |q_r[l]| per column
+    best = col_norms.argmax(-1)
+    col = torch.gather(assoc, -1, best[..., None, None].expand(*assoc.shape[:-1], 1))[..., 0]
+    q_left = col / torch.linalg.norm(col, dim=-1, keepdim=True)
+    q_right = (assoc.transpose(-1, -2) @ q_left[..., None])[..., 0]
+    q_right = q_right / torch.linalg.norm(q_right, dim=-1, keepdim=True)
+    return q_left, q_right
+
+
+def _quaternion_from_matrix(rot: Tensor) -> Tensor:
+    """Unit quaternion (w, x, y, z) of SO(3) matrices [..., 3, 3], robust on all branches."""
+    m = rot
+    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    candidates = torch.stack(
+        [
+            torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
+            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
+            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
+            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
+        ],
+        -2,
+    )  # [..., 4, 4]: row k is 4 * q * q_k, best conditioned where |q_k| is largest
+    diag = torch.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
+    best = diag.argmax(-1)
+    q = torch.gather(candidates, -2, best[..., None, None].expand(*candidates.shape[:-2], 1, 4))[..., 0, :]
+    q = q / torch.linalg.norm(q, dim=-1, keepdim=True)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+@dataclass(frozen=True)
+class GaussianActivation:
+    """Constants of the SPEC §1 activations. Object scale by default; scenes set their own near/far.
+
+    All lengths are in model units (the scene box), times in normalized window time [-1, 1].
+    """
+
+    near: float = 0.1
+    far: float = 4.5
+    box_min: float = -1.0
+    box_max: float = 1.0
+    scale_bias: float = 2.3
+    scale_max: float = 0.3
+    scale_t_max: float = 1.0
+    opacity_bias: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.near < self.far:
+            raise ValueError(f"need 0 <= near < far, got near={self.near}, far={self.far}")
+        if not self.box_min < self.box_max:
+            raise ValueError(f"need box_min < box_max, got {self.box_min}, {self.box_max}")
+
+
+@dataclass(frozen=True)
+class Gaussians3D:
+    """3D Gaussians at one time, ready to rasterize.
+
+    Attributes:
+        means: [..., N, 3]
+        covars: [..., N, 3, 3] symmetric positive semi-definite.
+        opacities: [..., N] in [0, 1], already multiplied by the temporal marginal p(t).
+        colors: [..., N, 3] linear RGB, >= 0.
+        velocities: [..., N, 3] implied velocity Sigma_xyz,t / Sigma_tt (length per time unit).
+    """
+
+    means: Tensor
+    covars: Tensor
+    opacities: Tensor
+    colors: Tensor
+    velocities: Tensor
+
+    def __len__(self) -> int:
+        return self.means.shape[-2]
+
+    def select(self, mask: Tensor) -> Gaussians3D:
+        """Keep the Gaussians where `mask` [N] (bool or indices) holds; unbatched clouds only."""
+        if self.means.ndim != 2:
+            raise ValueError("select() needs an unbatched cloud ([N, 3] means)")
+        return Gaussians3D(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Gaussians3D:
+        return Gaussians3D(*(getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)))
+
+    def detach(self) -> Gaussians3D:
+        return Gaussians3D(*(getattr(self, f.name).detach() for f in fields(self)))
+
+    @staticmethod
+    def cat(clouds: Sequence[Gaussians3D]) -> Gaussians3D:
+        dim = clouds[0].means.ndim - 2  # the Gaussian axis, counted from the front
+        return Gaussians3D(*(torch.cat([getattr(c, f.name) for c in clouds], dim=dim) for f in fields(Gaussians3D)))
+
+    def finite_mask(self) -> Tensor:
+        """[..., N] True where every parameter is finite (NaN/inf Gaussians must never render)."""
+        return (
+            torch.isfinite(self.means).all(-1)
+            & torch.isfinite(self.covars).flatten(-2).all(-1)
+            & torch.isfinite(self.opacities)
+            & torch.isfinite(self.colors).all(-1)
+            & torch.isfinite(self.velocities).all(-1)
+        )
+
+    def moved(self, dt: float | Tensor) -> Gaussians3D:
+        """Constant-velocity extrapolation by dt time units; shape, opacity and colour are held."""
+        return replace(self, means=self.means + self.velocities * dt)
+
+    def scales_and_rotations(self) -> tuple[Tensor, Tensor]:
+        """Factor covars = R diag(s)^2 R^T: returns scales [..., N, 3] and quaternions (w,x,y,z) [..., N, 4].
+
+        Used to publish 3DGS-style parameters; computed in float64 for tiny scales.
+        """
+        evals, evecs = torch.linalg.eigh(self.covars.double())
+        det = torch.linalg.det(evecs)
+        evecs = torch.cat([evecs[..., :1] * det[..., None, None].sign(), evecs[..., 1:]], dim=-1)
+        scales = evals.clamp_min(0).sqrt()
+        quats = _quaternion_from_matrix(evecs)
+        return scales.to(self.covars.dtype), quats.to(self.covars.dtype)
+
+
+@dataclass(frozen=True)
+class Gaussians4D:
+    """A batch of 4D Gaussians (SPEC §1), differentiable.
+
+    Attributes:
+        means: [..., N, 4] (x, y, z, t) centres.
+        scales: [..., N, 4] standard deviations along the 4 principal axes (sx, sy, sz, st).
+        q_left, q_right: [..., N, 4] unit quaternions (w, x, y, z); R4 = L(q_left) R(q_right).
+        opacities: [..., N] in [0, 1].
+        colors: [..., N, 3] linear RGB (degree-0 SH already applied), >= 0.
+    """
+
+    means: Tensor
+    scales: Tensor
+    q_left: Tensor
+    q_right: Tensor
+    opacities: Tensor
+    colors: Tensor
+
+    def __len__(self) -> int:
+        return self.means.shape[-2]
+
+    # ---------------------------------------------------------------- constructors
+    @staticmethod
+    def from_raw(
+        raw: Tensor,
+        ray_origins: Tensor | None = None,
+        ray_directions: Tensor | None = None,
+        activation: GaussianActivation = GaussianActivation(),
+    ) -> Gaussians4D:
+        """Apply the SPEC §1 activations to raw network output.
+
+        Args:
+            raw: [..., N, 20] in the order of `CHANNEL_LAYOUT`.
+            ray_origins, ray_directions: [..., N, 3] the pixel ray of each pixel-aligned Gaussian
+                (unit directions); both None for free Gaussian tokens, whose xyz is decoded directly.
+            activation: near/far/box and the scale and opacity constants.
+        """
+        if raw.shape[-1] != RAW_CHANNELS:
+            raise ValueError(f"raw output must have {RAW_CHANNELS} channels, got {raw.shape[-1]}")
+        if (ray_origins is None) != (ray_directions is None):
+            raise ValueError("give both ray_origins and ray_directions, or neither")
+        xyz, t, rgb, scale_xyz, scale_t, q_l, q_r, opacity = raw.split([n for _, n in CHANNEL_LAYOUT], dim=-1)
+        if ray_origins is not None:
+            w = torch.sigmoid(xyz.mean(-1, keepdim=True))
+            depth = (1 - w) * activation.near + w * activation.far
+            xyz = ray_origins + depth * ray_directions
+        xyz = xyz.clamp(activation.box_min, activation.box_max)
+        scales = torch.cat(
+            [
+                torch.exp(scale_xyz - activation.scale_bias).clamp_max(activation.scale_max),
+                torch.exp(scale_t - activation.scale_bias).clamp_max(activation.scale_t_max),
+            ],
+            dim=-1,
+        )
+        return Gaussians4D(
+            means=torch.cat([xyz, t], dim=-1),
+            scales=scales,
+            q_left=torch.nn.functional.normalize(q_l, dim=-1),
+            q_right=torch.nn.functional.normalize(q_r, dim=-1),
+            opacities=torch.sigmoid(opacity[..., 0] - activation.opacity_bias),
+            colors=(0.5 + SH_C0 * rgb).clamp_min(0.0),
+        )
+
+    @staticmethod
+    def from_channels(channels: Tensor) -> Gaussians4D:
+        """Inverse of `to_channels()`: [..., N, 20] activated values in `CHANNEL_LAYOUT` order."""
+        xyz, t, rgb, s_xyz, s_t, q_l, q_r, opacity = channels.split([n for _, n in CHANNEL_LAYOUT], dim=-1)
+        return Gaussians4D(
+            means=torch.cat([xyz, t], -1),
+            scales=torch.cat([s_xyz, s_t], -1),
+            q_left=q_l,
+            q_right=q_r,
+            opacities=opacity[..., 0],
+            colors=rgb,
+        )
+
+    def to_channels(self) -> Tensor:
+        """[..., N, 20] activated parameters in `CHANNEL_LAYOUT` order (for messages and files)."""
+        return torch.cat(
+            [self.means[..., :3], self.means[..., 3:], self.colors, self.scales[..., :3], self.scales[..., 3:],
+             self.q_left, self.q_right, self.opacities[..., None]],
+            dim=-1,
+        )
+
+    # ---------------------------------------------------------------- containers
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Gaussians4D:
+        return Gaussians4D(*(getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)))
+
+    def detach(self) -> Gaussians4D:
+        return Gaussians4D(*(getattr(self, f.name).detach() for f in fields(self)))
+
+    def select(self, mask: Tensor) -> Gaussians4D:
+        """Keep the Gaussians where `mask` [N] holds; unbatched sets only."""
+        if self.means.ndim != 2:
+            raise ValueError("select() needs an unbatched set ([N, 4] means)")
+        return Gaussians4D(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+    def __getitem__(self, batch_index: int) -> Gaussians4D:
+        """One element of the leading batch dimension."""
+        return Gaussians4D(*(getattr(self, f.name)[batch_index] for f in fields(self)))
+
+    @staticmethod
+    def cat(sets: Sequence[Gaussians4D]) -> Gaussians4D:
+        """Concatenate along the Gaussian dimension (pixel-aligned + free tokens)."""
+        dim = sets[0].means.ndim - 2  # the Gaussian axis, counted from the front
+        return Gaussians4D(*(torch.cat([getattr(s, f.name) for s in sets], dim=dim) for f in fields(Gaussians4D)))
+
+    # ---------------------------------------------------------------- geometry
+    def rotation(self) -> Tensor:
+        """[..., N, 4, 4] R4 = L(q_l) R(q_r)."""
+        return rotation_4d(self.q_left, self.q_right)
+
+    def factor(self) -> Tensor:
+        """[..., N, 4, 4] A = R4 diag(s), so that Sigma4 = A A^T."""
+        return self.rotation() * self.scales[..., None, :]
+
+    def covariance(self) -> Tensor:
+        """[..., N, 4, 4] Sigma4 = R4 S S^T R4^T (order x, y, z, t)."""
+        a = self.factor()
+        return a @ a.transpose(-1, -2)
+
+    def marginal_t(self, t: float | Tensor) -> Tensor:
+        """[..., N] unnormalized temporal marginal p(t) = exp(-0.5 (t - mu_t)^2 / Sigma_tt)."""
+        a_t = self.factor()[..., 3, :]
+        sigma_tt = (a_t * a_t).sum(-1).clamp_min(_TT_EPS)
+        return torch.exp(-0.5 * (t - self.means[..., 3]) ** 2 / sigma_tt)
+
+    def slice(
+        self,
+        t: float | Tensor,
+        *,
+        inference_filter: bool = False,
+        min_marginal: float = 0.05,
+        min_opacity: float = 0.05,
+    ) -> Gaussians3D:
+        """Condition on time t (same units as means[..., 3]).
+
+        The conditional covariance is computed from the factor A (Sigma4 = A A^T) as
+        A_x P A_x^T with P the projector orthogonal to the time row a_t, which is the Schur
+        complement Sigma_xx - Sigma_xt Sigma_tx / Sigma_tt but stays positive semi-definite in
+        float32 and finite for tiny Sigma_tt.
+
+        Args:
+            t: a time (scalar, or a tensor broadcastable to [...]).
+            inference_filter: drop Gaussians with p(t) < min_marginal or p(t) * opacity < min_opacity
+                (SPEC §1: inference only; it makes dead Gaussians in training). Unbatched only.
+        """
+        a = self.factor()
+        a_x, a_t = a[..., :3, :], a[..., 3, :]
+        sigma_tt = (a_t * a_t).sum(-1).clamp_min(_TT_EPS)  # [..., N]
+        sigma_xt = (a_x @ a_t[..., None])[..., 0]  # [..., N, 3]
+        velocity = sigma_xt / sigma_tt[..., None]
+        t = torch.as_tensor(t, dtype=self.means.dtype, device=self.means.device)
+        if t.ndim > 0:
+            t = t[..., None]  # broadcast a per-batch time over the N Gaussians
+        dt = t - self.means[..., 3]
+        u = a_t / sigma_tt.sqrt()[..., None]
+        b = a_x - (a_x @ u[..., None]) * u[..., None, :]  # A_x P, with P = I - u u^T
+        marginal = torch.exp(-0.5 * dt**2 / sigma_tt)
+        out = Gaussians3D(
+            means=self.means[..., :3] + velocity * dt[..., None],
+            covars=b @ b.transpose(-1, -2),
+            opacities=self.opacities * marginal,
+            colors=self.colors,
+            velocities=velocity,
+        )
+        if inference_filter:
+            keep = (marginal >= min_marginal) & (out.opacities >= min_opacity)
+            out = out.select(keep)
+        return out
+
+    def forecast(self, t: float, t_end: float = 0.0, **slice_options: float | bool) -> Gaussians3D:
+        """Gaussians at t; beyond the window end t_end, the cloud sliced at t_end moves along its
+        implied velocity with opacity held at its t_end value (DESIGN.md). Continuous at t_end."""
+        if t <= t_end:
+            return self.slice(t, **slice_options)
+        return self.slice(t_end, **slice_options).moved(t - t_end)
+
+    # ---------------------------------------------------------------- units
+    def affine(self, space_scale: float, space_offset: Tensor, time_scale: float, time_offset: float) -> Gaussians4D:
+        """Change of units x' = space_scale x + space_offset, t' = time_scale t + time_offset.
+
+        With D = diag(s, s, s, tau), Sigma' = D A A^T D. When s != tau the old rotation does not
+        survive, so D A is re-factored by SVD (float64) into R' S' and R' into (q_l, q_r).
+        """
+        dtype = self.means.dtype
+        offset = torch.cat(
+            [torch.as_tensor(space_offset, dtype=dtype, device=self.means.device).reshape(3),
+             torch.tensor([time_offset], dtype=dtype, device=self.means.device)]
+        )
+        gain = torch.tensor([space_scale] * 3 + [time_scale], dtype=dtype, device=self.means.device)
+        means = self.means * gain + offset
+        if math.isclose(space_scale, time_scale, rel_tol=1e-12):
+            return replace(self, means=means, scales=self.scales * abs(space_scale))
+        a = self.factor().double() * gain.double()[:, None]
+        u, s, _ = torch.linalg.svd(a)
+        flip = torch.linalg.det(u) < 0  # U S^2 U^T does not change if one column flips sign
+        u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
+        q_left, q_right = factor_rotation_4d(u)
+        return replace(self, means=means, scales=s.to(dtype), q_left=q_left.to(dtype), q_right=q_right.to(dtype))
+
+    def to_world(self, scene: SceneNormalization, time: TimeNormalization) -> Gaussians4D:
+        """Model box and window time -> fixed frame (metres) and core time (seconds)."""
+        return self.affine(scene.scale, scene.center, time.half_span, time.center)
+
+    def to_model(self, scene: SceneNormalization, time: TimeNormalization) -> Gaussians4D:
+        """Fixed frame and core time -> model box and window time; inverse of `to_world`."""
+        return self.affine(
+            1.0 / scene.scale, -scene.center / scene.scale, 1.0 / time.half_span, -time.center / time.half_span
+        )

@@ -1,0 +1,269 @@
+"""4D Gaussian math against independent float64 numpy computations written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lrm4d_core.cameras import SceneNormalization, TimeNormalization
+from lrm4d_core.gaussians import (
+    SH_C0,
+    GaussianActivation,
+    Gaussians3D,
+    Gaussians4D,
+    factor_rotation_4d,
+    rotation_4d,
+)
+
+
+def quat_mul(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hamilton product (w, x, y, z), written out."""
+    w1, x1, y1, z1 = p
+    w2, x2, y2, z2 = q
+    return np.array([
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+    ])
+
+
+def numpy_rotation_4d(ql: np.ndarray, qr: np.ndarray) -> np.ndarray:
+    """R4 as the map x -> q_l x q_r on quaternions: its columns are the images of the basis."""
+    return np.stack([quat_mul(quat_mul(ql, e), qr) for e in np.eye(4)], axis=1)
+
+
+def random_gaussians(n: int, seed: int = 0, dtype=torch.float64) -> Gaussians4D:
+    gen = torch.Generator().manual_seed(seed)
+    return Gaussians4D(
+        means=torch.randn(n, 4, generator=gen, dtype=dtype),
+        scales=torch.rand(n, 4, generator=gen, dtype=dtype) * 0.5 + 0.05,
+        q_left=torch.nn.functional.normalize(torch.randn(n, 4, generator=gen, dtype=dtype), dim=-1),
+        q_right=torch.nn.functional.normalize(torch.randn(n, 4, generator=gen, dtype=dtype), dim=-1),
+        opacities=torch.rand(n, generator=gen, dtype=dtype),
+        colors=torch.rand(n, 3, generator=gen, dtype=dtype),
+    )
+
+
+def numpy_covariance(g: Gaussians4D) -> np.ndarray:
+    out = []
+    for i in range(len(g)):
+        r = numpy_rotation_4d(g.q_left[i].numpy(), g.q_right[i].numpy())
+        s = np.diag(g.scales[i].numpy())
+        out.append(r @ s @ s.T @ r.T)
+    return np.stack(out)
+
+
+def test_rotation_matches_quaternion_sandwich_and_is_so4():
+    g = random_gaussians(200, seed=1)
+    rot = rotation_4d(g.q_left, g.q_right).numpy()
+    for i in range(len(g)):
+        expected = numpy_rotation_4d(g.q_left[i].numpy(), g.q_right[i].numpy())
+        np.testing.assert_allclose(rot[i], expected, atol=1e-12)
+    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(4), rot.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-12)
+
+
+def test_rotation_float32_from_unnormalized_raw_is_orthonormal():
+    raw = torch.randn(1000, 20) * 3
+    g = Gaussians4D.from_raw(raw)
+    rot = g.rotation().double()
+    assert torch.allclose(rot @ rot.transpose(-1, -2), torch.eye(4, dtype=torch.float64).expand_as(rot), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(1000, dtype=torch.float64), atol=1e-5)
+
+
+def test_factor_rotation_4d_inverts_rotation_4d():
+    g = random_gaussians(300, seed=2)
+    rot = g.rotation()
+    ql, qr = factor_rotation_4d(rot)
+    torch.testing.assert_close(rotation_4d(ql, qr), rot, atol=1e-12, rtol=0)
+    # unique up to a joint sign
+    sign = torch.sign((ql * g.q_left).sum(-1, keepdim=True))
+    torch.testing.assert_close(ql * sign, g.q_left, atol=1e-10, rtol=0)
+    torch.testing.assert_close(qr * sign, g.q_right, atol=1e-10, rtol=0)
+
+
+def test_covariance_symmetric_positive_definite_and_matches_numpy():
+    g = random_gaussians(100, seed=3)
+    cov = g.covariance().numpy()
+    np.testing.assert_allclose(cov, numpy_covariance(g), atol=1e-12)
+    np.testing.assert_allclose(cov, cov.transpose(0, 2, 1), atol=1e-14)
+    assert (np.linalg.eigvalsh(cov) > 0).all()
+
+
+def test_slice_equals_numpy_schur_complement():
+    g = random_gaussians(64, seed=4)
+    cov = numpy_covariance(g)
+    mu = g.means.numpy()
+    for t in (-0.7, 0.0, 0.4, 1.3):
+        s = g.slice(t)
+        for i in range(len(g)):
+            sxx, sxt, stt = cov[i, :3, :3], cov[i, :3, 3], cov[i, 3, 3]
+            np.testing.assert_allclose(s.means[i].numpy(), mu[i, :3] + sxt / stt * (t - mu[i, 3]), atol=1e-12)
+            np.testing.assert_allclose(s.covars[i].numpy(), sxx - np.outer(sxt, sxt) / stt, atol=1e-12)
+            marginal = np.exp(-0.5 * (t - mu[i, 3]) ** 2 / stt)
+            np.testing.assert_allclose(s.opacities[i].item(), g.opacities[i].item() * marginal, rtol=1e-12)
+            np.testing.assert_allclose(s.velocities[i].numpy(), sxt / stt, atol=1e-12)
+        torch.testing.assert_close(s.colors, g.colors)
+
+
+def test_slice_per_batch_times():
+    one = random_gaussians(10, seed=5)
+    g = Gaussians4D(*(torch.stack([x, x]) for x in (one.means, one.scales, one.q_left, one.q_right, one.opacities, one.colors)))
+    s = g.slice(torch.tensor([0.1, -0.5], dtype=torch.float64))
+    torch.testing.assert_close(s.means[0], g[0].slice(0.1).means)
+    torch.testing.assert_close(s.means[1], g[1].slice(-0.5).means)
+
+
+def test_unrotated_time_axis_is_static():
+    """If R4 leaves the t axis alone (block-diagonal: a 3D rotation and 1), nothing moves over time."""
+    g = random_gaussians(20, seed=6)
+    rot3 = torch.linalg.qr(torch.randn(20, 3, 3, dtype=torch.float64))[0]
+    rot3 = rot3 * torch.linalg.det(rot3).sign()[:, None, None]
+    block = torch.zeros(20, 4, 4, dtype=torch.float64)
+    block[:, :3, :3] = rot3
+    block[:, 3, 3] = 1.0
+    ql, qr = factor_rotation_4d(block)
+    static = Gaussians4D(g.means, g.scales, ql, qr, g.opacities, g.colors)
+    s0, s1 = static.slice(-1.0), static.slice(2.0)
+    torch.testing.assert_close(s0.means, s1.means)
+    torch.testing.assert_close(s0.covars, s1.covars)
+    torch.testing.assert_close(s0.velocities, torch.zeros_like(s0.velocities), atol=1e-12, rtol=0)
+
+
+def test_conditional_means_lie_on_a_line_with_the_implied_velocity():
+    g = random_gaussians(30, seed=7)
+    times = [-1.0, -0.3, 0.2, 0.9]
+    means = torch.stack([g.slice(t).means for t in times])  # [T, N, 3]
+    vel = g.slice(0.0).velocities
+    for k in range(1, len(times)):
+        torch.testing.assert_close(means[k] - means[0], vel * (times[k] - times[0]), atol=1e-12, rtol=0)
+
+
+def test_tiny_sigma_tt_stays_finite():
+    g = random_gaussians(50, seed=8, dtype=torch.float32)
+    tiny = Gaussians4D(g.means, torch.cat([g.scales[:, :3], torch.full((50, 1), 1e-30)], -1), g.q_left, g.q_right, g.opacities, g.colors)
+    s = tiny.slice(0.123)
+    for tensor in (s.means, s.covars, s.opacities, s.velocities):
+        assert torch.isfinite(tensor).all()
+    assert (torch.linalg.eigvalsh(s.covars.double()) > -1e-6).all()
+
+
+def test_slice_float32_covariance_is_psd():
+    g = Gaussians4D.from_raw(torch.randn(5000, 20) * 2)
+    s = g.slice(0.3)
+    assert (torch.linalg.eigvalsh(s.covars.double()) >= -1e-9).all()
+    torch.testing.assert_close(s.covars, s.covars.transpose(-1, -2))
+
+
+def test_inference_filter_drops_faint_gaussians():
+    g = random_gaussians(500, seed=9)
+    full = g.slice(0.5)
+    kept = g.slice(0.5, inference_filter=True)
+    marginal = full.opacities / g.opacities
+    expected = (marginal >= 0.05) & (full.opacities >= 0.05)
+    assert len(kept) == int(expected.sum()) and 0 < len(kept) < 500
+    torch.testing.assert_close(kept.means, full.means[expected])
+
+
+def test_forecast_is_continuous_at_window_end_and_moves_at_implied_velocity():
+    g = random_gaussians(40, seed=10)
+    end = g.slice(0.0)
+    near = g.forecast(1e-9)
+    torch.testing.assert_close(near.means, end.means, atol=1e-7, rtol=0)
+    torch.testing.assert_close(near.opacities, end.opacities)
+    later = g.forecast(0.75)
+    torch.testing.assert_close(later.means, end.means + 0.75 * end.velocities)
+    torch.testing.assert_close(later.opacities, end.opacities)  # held, not faded by p(t)
+    torch.testing.assert_close(later.covars, end.covars)
+    torch.testing.assert_close(g.forecast(-0.5).means, g.slice(-0.5).means)  # inside the window: a slice
+    assert len(g.forecast(5.0)) == 40  # never silently empty
+
+
+def test_from_raw_activations():
+    raw = torch.randn(3, 7, 20)
+    rays_o = torch.randn(3, 7, 3) * 0.1
+    rays_d = torch.nn.functional.normalize(torch.randn(3, 7, 3), dim=-1)
+    act = GaussianActivation(near=0.5, far=3.0, box_min=-2.0, box_max=2.0)
+    g = Gaussians4D.from_raw(raw, rays_o, rays_d, act)
+    w = torch.sigmoid(raw[..., 0:3].mean(-1, keepdim=True))
+    xyz = (rays_o + ((1 - w) * 0.5 + w * 3.0) * rays_d).clamp(-2, 2)
+    torch.testing.assert_close(g.means[..., :3], xyz)
+    torch.testing.assert_close(g.means[..., 3], raw[..., 3])
+    torch.testing.assert_close(g.colors, (0.5 + SH_C0 * raw[..., 4:7]).clamp_min(0))
+    torch.testing.assert_close(g.scales[..., :3], torch.exp(raw[..., 7:10] - 2.3).clamp_max(0.3))
+    torch.testing.assert_close(g.scales[..., 3], torch.exp(raw[..., 10] - 2.3).clamp_max(1.0))
+    torch.testing.assert_close(g.opacities, torch.sigmoid(raw[..., 19] - 2.0))
+    torch.testing.assert_close(torch.linalg.norm(g.q_left, dim=-1), torch.ones(3, 7))
+    free = Gaussians4D.from_raw(raw, activation=act)  # free tokens: xyz decoded directly
+    torch.testing.assert_close(free.means[..., :3], raw[..., :3].clamp(-2, 2))
+    with pytest.raises(ValueError):
+        Gaussians4D.from_raw(torch.randn(4, 19))
+
+
+def test_from_raw_is_differentiable():
+    raw = torch.randn(16, 20, dtype=torch.float64, requires_grad=True)
+    o = torch.zeros(16, 3, dtype=torch.float64)
+    d = torch.nn.functional.normalize(torch.randn(16, 3, dtype=torch.float64), dim=-1)
+
+    def f(r: torch.Tensor) -> torch.Tensor:
+        s = Gaussians4D.from_raw(r, o, d).slice(0.2)
+        return torch.cat([s.means.flatten(), s.covars.flatten(), s.opacities, s.colors.flatten()])
+
+    assert torch.autograd.gradcheck(f, (raw,))
+
+
+def test_channels_round_trip():
+    g = random_gaussians(25, seed=11)
+    back = Gaussians4D.from_channels(g.to_channels())
+    for a, b in zip((g.means, g.scales, g.q_left, g.q_right, g.opacities, g.colors),
+                    (back.means, back.scales, back.q_left, back.q_right, back.opacities, back.colors)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("space_scale,time_scale", [(2.5, 2.5), (7.0, 0.4)])
+def test_to_world_transforms_covariance_and_round_trips(space_scale, time_scale):
+    g = random_gaussians(60, seed=12)
+    scene = SceneNormalization(center=torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), scale=space_scale)
+    time = TimeNormalization(center=-0.8, half_span=time_scale)
+    world = g.to_world(scene, time)
+    d = np.diag([space_scale] * 3 + [time_scale])
+    np.testing.assert_allclose(world.covariance().numpy(), d @ numpy_covariance(g) @ d, atol=1e-10)
+    np.testing.assert_allclose(world.means[:, :3].numpy(), g.means[:, :3].numpy() * space_scale + [1.0, -2.0, 0.5])
+    np.testing.assert_allclose(world.means[:, 3].numpy(), g.means[:, 3].numpy() * time_scale - 0.8)
+    # slicing commutes with the change of units; velocity converts to metres per second
+    t_model = 0.3
+    s_model = g.slice(t_model)
+    s_world = world.slice(time.to_world(t_model))
+    torch.testing.assert_close(s_world.means, scene.points_to_world(s_model.means))
+    torch.testing.assert_close(s_world.covars, s_model.covars * space_scale**2)
+    torch.testing.assert_close(s_world.opacities, s_model.opacities)
+    torch.testing.assert_close(s_world.velocities, s_model.velocities * space_scale / time_scale)
+    back = world.to_model(scene, time)
+    torch.testing.assert_close(back.covariance(), g.covariance())
+    torch.testing.assert_close(back.means, g.means)
+
+
+def test_gaussians3d_scales_and_rotations_reconstruct_covariance():
+    s = random_gaussians(80, seed=13).slice(0.1)
+    scales, quats = s.scales_and_rotations()
+    w, x, y, z = quats.unbind(-1)
+    rot = torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+    torch.testing.assert_close(rot @ torch.diag_embed(scales**2) @ rot.transpose(-1, -2), s.covars)
+    assert (quats[:, 0] >= 0).all()
+
+
+def test_gaussians3d_finite_mask_select_cat():
+    s = random_gaussians(10, seed=14).slice(0.0)
+    bad = Gaussians3D(s.means.clone(), s.covars.clone(), s.opacities.clone(), s.colors.clone(), s.velocities)
+    bad.means[2, 0] = float("nan")
+    bad.covars[5, 1, 1] = float("inf")
+    mask = bad.finite_mask()
+    assert mask.tolist() == [i not in (2, 5) for i in range(10)]
+    both = Gaussians3D.cat([s, s.select(mask)])
+    assert len(both) == 18 and both.covars.shape == (18, 3, 3)
