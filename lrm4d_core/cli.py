@@ -1,0 +1,97 @@
+"""The `lrm4d` command.
+
+Subcommands are registered in ``SUBCOMMANDS`` with their arguments and a ``"module:function"``
+target that is imported only when that subcommand runs, so ``lrm4d --help`` stays fast and
+importing this module never imports torch. A target is called with the parsed
+``argparse.Namespace`` and returns an exit code (``None`` counts as 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from lrm4d_core import __version__
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One `lrm4d` subcommand: its help line, its lazily imported target, and its arguments."""
+
+    help: str
+    target: str  # "package.module:function"
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="lrm4d_demo_out", metavar="DIR", help="output directory (default: %(default)s)")
+    parser.add_argument("--size", type=_positive_int, default=128, help="image size in pixels (default: %(default)s)")
+    parser.add_argument("--frames", type=_positive_int, default=16, help="number of frames (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": Subcommand(
+        help="reconstruct a synthetic dynamic scene end to end and write the results",
+        target="lrm4d_core.demo:main",
+        add_arguments=_demo_arguments,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for `lrm4d` with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="lrm4d", description="Reconstruct dynamic scenes as 4D Gaussians with a 4D-LRM transformer."
+    )
+    parser.add_argument("--version", action="version", version=f"lrm4d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in SUBCOMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def _load(target: str) -> Callable[[argparse.Namespace], int | None]:
+    """Import ``"module:function"`` and return the function."""
+    module_name, _, function_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `lrm4d` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    command = SUBCOMMANDS[args.command]
+    module_name = command.target.partition(":")[0]
+    try:
+        function = _load(command.target)
+    except ModuleNotFoundError as exc:
+        parts = module_name.split(".")
+        if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise  # a dependency missing inside the module: show the real error
+        print(f"lrm4d {args.command}: not available in this installation ({exc})", file=sys.stderr)
+        return 1
+    try:
+        result = function(args)
+    except KeyboardInterrupt:
+        print(f"lrm4d {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
