@@ -69,7 +69,7 @@ def test_package_xml_dependencies(package):
     build_tools = {d.name for d in package.buildtool_depends}
     assert {"ament_cmake", "ament_cmake_python", "rosidl_default_generators"} <= build_tools
     run = {d.name for d in package.exec_depends}
-    assert {"rclpy", "message_filters", "cv_bridge", "rosidl_default_runtime"} <= run
+    assert {"rclpy", "message_filters", "tf2_msgs", "rosidl_default_runtime"} <= run
     assert run & {"tf2_ros_py", "tf2_ros"}
     # Message dependencies are needed to build (rosidl) and to run.
     for name in ("builtin_interfaces", "std_msgs", "sensor_msgs"):
