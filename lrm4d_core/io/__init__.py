@@ -1,0 +1,1 @@
+"""File formats: model checkpoints (`io.checkpoint`: safetensors + JSON config, never pickle)."""

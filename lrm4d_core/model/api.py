@@ -1,0 +1,317 @@
+"""Functional inference API: load a model, reconstruct a window in the caller's frame, render.
+
+    model = load_model("tiny.safetensors")            # or load_model(preset="tiny"): random weights
+    rec = reconstruct(model, images, cameras, times)  # images: list of uint8 HxWx3, times: seconds
+    out = render(rec, cameras, t=times[-1])           # out.color [C, H, W, 3]
+    rec.gaussians                                     # Gaussians4D in the caller's frame
+
+`reconstruct()` maps the caller's fixed frame into the model box and back:
+
+    world cameras (any image size) --resize images, Cameras.resized--> model resolution
+      --SceneNormalization.cameras_to_model--> model box     times --TimeNormalization--> [-1, 1]
+      --LRM4D under torch.inference_mode--> Gaussians4D (model box, model time)
+      --Gaussians4D.to_world(scene, time)--> `Reconstruction.gaussians` in the fixed frame (metres,
+        seconds); computed at once, or on first access with world=False, since renders and slices
+        need not wait for it (`Reconstruction.slice`)
+
+The model is equivariant to the order of the views (no positional embedding), so reconstruct()
+takes them in any order.
+
+Scene normalization when the caller passes none (`estimate_scene_normalization`):
+- inward-looking rigs (objects): the least-squares point nearest every optical axis is the centre
+  if it lies in front of every camera, the axes are not (nearly) parallel, and the cameras are
+  spread around it (largest baseline > 0.1 x mean distance, which rules out e.g. a slightly
+  toed-in stereo pair whose axes meet far away); the scale makes the mean camera distance equal
+  `config.camera_distance` model units.
+- otherwise (outward-looking rigs, e.g. driving; a single camera; parallel axes): the centroid of
+  the camera centres is the centre and `config.scene_radius` world units make one model unit.
+Time normalization: `TimeNormalization.spanning(min(times), max(times))` unless given.
+"""
+
+from __future__ import annotations
+
+import os
+import time as _time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization
+from lrm4d_core.gaussians import Gaussians3D, Gaussians4D
+
+from .config import ModelConfig, preset as make_preset
+from .lrm4d import LRM4D
+
+__all__ = [
+    "Reconstruction",
+    "load_model",
+    "prepare_images",
+    "estimate_scene_normalization",
+    "reconstruct",
+    "render",
+]
+
+
+def _gaussians3d_to_world(g: Gaussians3D, scene: SceneNormalization, time: TimeNormalization) -> Gaussians3D:
+    """Model box -> fixed frame for Gaussians already sliced at a time: x_w = s x + c, so
+    means -> s mu + c, covariances -> s^2 Sigma, velocities (per model time unit) -> s / tau."""
+    s = scene.scale
+    return Gaussians3D(
+        means=scene.points_to_world(g.means),
+        covars=g.covars * s**2,
+        opacities=g.opacities,
+        colors=g.colors,
+        velocities=g.velocities * (s / time.half_span),
+    )
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Result of `reconstruct()` for one window.
+
+    Attributes:
+        gaussians_model: Gaussians4D [V*H*W + N, ...] in the model box and model time, as the
+            network output them.
+        scene, time: the normalizations used; reuse them for the next window or for rendering in
+            model space (`render(gaussians_model, scene.cameras_to_model(cams), time.to_model(t))`).
+        model_cameras: the V cameras given to the network (model resolution, model box, float32).
+        model_times: [V] the normalized times given to the network.
+        timings: seconds per stage: prepare, forward, total (and to_world once `gaussians` is read).
+
+    `gaussians` (the 4D set in the caller's fixed frame, metres and seconds) is computed on first
+    access: when space and time scales differ, `Gaussians4D.to_world` re-factors every 4D
+    covariance (a float64 SVD per Gaussian), which costs about as much as the forward itself on a
+    CPU. `slice(t)` / `forecast(t)` give world-frame 3D Gaussians without it: slicing commutes
+    with the change of units (x_w = s x + c, t_w = tau t + t0), so they slice in model space at
+    the model time and map the 3D result, exactly.
+    """
+
+    gaussians_model: Gaussians4D
+    scene: SceneNormalization
+    time: TimeNormalization
+    model_cameras: Cameras
+    model_times: Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def gaussians(self) -> Gaussians4D:
+        """Gaussians4D [V*H*W + N, ...] in the caller's fixed frame (world units, seconds)."""
+        device = self.gaussians_model.means.device
+        t0 = _time.perf_counter()
+        with torch.inference_mode():
+            out = self.gaussians_model.to_world(self.scene, self.time)
+        _sync(device)
+        self.timings["to_world"] = _time.perf_counter() - t0
+        return out
+
+    def slice(self, t: float, **slice_options: Any) -> Gaussians3D:
+        """World-frame 3D Gaussians at time t (seconds); options as `Gaussians4D.slice`."""
+        g = self.gaussians_model.slice(float(self.time.to_model(t)), **slice_options)
+        return _gaussians3d_to_world(g, self.scene, self.time)
+
+    def forecast(self, t: float, t_end: float | None = None, **slice_options: Any) -> Gaussians3D:
+        """World-frame 3D Gaussians at t (seconds), extrapolated past `t_end` (default: the window
+        end, the latest input time) as `Gaussians4D.forecast` does."""
+        t_end = self.time.to_world(1.0) if t_end is None else t_end
+        g = self.gaussians_model.forecast(
+            float(self.time.to_model(t)), float(self.time.to_model(t_end)), **slice_options
+        )
+        return _gaussians3d_to_world(g, self.scene, self.time)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    preset: str = "tiny",
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> LRM4D:
+    """An `LRM4D` in eval mode on `device` (default: CUDA if available, else CPU).
+
+    With a checkpoint, its stored config is used (`preset` is ignored; `overrides` may change
+    run-time fields such as grad_checkpointing). Without one, the preset is built with freshly
+    initialised (untrained) weights, which is what tests and benchmarks want.
+    """
+    device = torch.device(device) if device is not None else _default_device()
+    if checkpoint is not None:
+        from lrm4d_core.io.checkpoint import load_checkpoint
+
+        model, _, _ = load_checkpoint(checkpoint, device=device, **overrides)
+        return model
+    return LRM4D(make_preset(preset, **overrides)).to(device).eval()
+
+
+def prepare_images(images: Any) -> Tensor:
+    """Caller images -> float32 [V, 3, H, W] in [0, 1] on the CPU (or the tensor's device).
+
+    Accepted: a list of uint8 HxWx3 numpy arrays (one size), a uint8 numpy array [V, H, W, 3],
+    a float numpy array [V, H, W, 3] in [0, 1], a float tensor [V, 3, H, W] in [0, 1], or a
+    uint8 tensor [V, H, W, 3].
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("no images given")
+        shapes = {tuple(np.shape(im)) for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"all images of a window must have one size, got shapes {sorted(shapes)}")
+        if isinstance(images[0], torch.Tensor):
+            images = torch.stack(list(images))
+        else:
+            images = np.stack([np.asarray(im) for im in images])
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"numpy images must be [V, H, W, 3] (or a list of HxWx3), got {images.shape}")
+        if images.dtype == np.uint8:
+            return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        if np.issubdtype(images.dtype, np.floating):
+            return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+        raise ValueError(f"numpy images must be uint8 or float in [0, 1], got {images.dtype}")
+    if isinstance(images, torch.Tensor):
+        if images.dtype == torch.uint8:
+            if images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(f"uint8 tensor images must be [V, H, W, 3], got {tuple(images.shape)}")
+            return images.permute(0, 3, 1, 2).float() / 255.0
+        if images.is_floating_point():
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"float tensor images must be [V, 3, H, W] in [0, 1], got {tuple(images.shape)}")
+            return images.float()
+        raise ValueError(f"tensor images must be uint8 or float, got {images.dtype}")
+    raise ValueError(f"unsupported images type {type(images).__name__}")
+
+
+def estimate_scene_normalization(cameras: Cameras, config: ModelConfig) -> SceneNormalization:
+    """Centre and scale from the camera poses alone (see the module docstring). float64, CPU."""
+    c2w = cameras.cam_to_world.detach().to("cpu", torch.float64)
+    origins = c2w[:, :3, 3]
+    axes = c2w[:, :3, 2]
+    axes = axes / torch.linalg.norm(axes, dim=-1, keepdim=True)
+    if len(cameras) >= 2:
+        proj = torch.eye(3, dtype=torch.float64) - axes[:, :, None] * axes[:, None, :]  # [V, 3, 3]
+        A = proj.sum(0)
+        b = (proj @ origins[:, :, None]).sum(0)[:, 0]
+        evals = torch.linalg.eigvalsh(A)
+        if evals[0] > 1e-3 * len(cameras):  # the axes are not all (nearly) parallel
+            centre = torch.linalg.solve(A, b)
+            depth = ((centre - origins) * axes).sum(-1)
+            distance = float(torch.linalg.norm(origins - centre, dim=-1).mean())
+            baseline = float(torch.cdist(origins, origins).max())
+            if bool((depth > 0).all()) and distance > 0 and baseline > 0.1 * distance:
+                return SceneNormalization(centre, distance / config.camera_distance)
+    return SceneNormalization(origins.mean(0), float(config.scene_radius))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reconstruct(
+    model: LRM4D,
+    images: Any,
+    cameras: Cameras,
+    times: Any,
+    scene: SceneNormalization | None = None,
+    time: TimeNormalization | None = None,
+    image_size: tuple[int, int] | None = None,
+    world: bool = True,
+) -> Reconstruction:
+    """Reconstruct one window of V posed, timed images as 4D Gaussians in the caller's frame.
+
+    Args:
+        model: an `LRM4D` (its device is used).
+        images: V images, any form `prepare_images` accepts, all of size cameras.width x height.
+        cameras: the V cameras (world frame, float64 preferred), image size of `images`.
+        times: [V] capture times in seconds (float64 numpy, tensor or list).
+        scene, time: normalizations to use; estimated from the cameras / times when None.
+        image_size: (H, W) to run the model at; default `model.config.image_size`.
+        world: compute `Reconstruction.gaussians` (the 4D set in the fixed frame) now; with False
+            it is computed on first access (use `rec.slice(t)` / `render(rec, ...)` meanwhile).
+    Returns:
+        `Reconstruction`: `.gaussians` in the fixed frame, normalizations, timings.
+    """
+    t0 = _time.perf_counter()
+    device = model.device
+    config = model.config
+    pixels = prepare_images(images)
+    V, _, H_in, W_in = pixels.shape
+    if len(cameras) != V:
+        raise ValueError(f"{V} images but {len(cameras)} cameras")
+    if (cameras.height, cameras.width) != (H_in, W_in):
+        raise ValueError(f"images are {W_in}x{H_in} but the cameras are for {cameras.width}x{cameras.height}")
+    times64 = torch.as_tensor(np.asarray(times, dtype=np.float64) if not isinstance(times, Tensor) else times)
+    times64 = times64.detach().to("cpu", torch.float64).reshape(-1)
+    if times64.numel() != V:
+        raise ValueError(f"{V} images but {times64.numel()} times")
+    if not torch.isfinite(times64).all():
+        raise ValueError("times must be finite")
+
+    H, W = image_size if image_size is not None else config.image_size
+    pixels = pixels.to(device)
+    if (H, W) != (H_in, W_in):
+        downscale = H < H_in or W < W_in
+        pixels = F.interpolate(pixels, size=(H, W), mode="bilinear", align_corners=False, antialias=downscale)
+        pixels = pixels.clamp(0.0, 1.0)
+    cams = cameras.resized(W, H) if (H, W) != (H_in, W_in) else cameras
+    cams = cams.to(device="cpu", dtype=torch.float64)
+    if scene is None:
+        scene = estimate_scene_normalization(cams, config)
+    if time is None:
+        time = TimeNormalization.spanning(float(times64.min()), float(times64.max()))
+    model_cams = scene.cameras_to_model(cams).to(device=device, dtype=torch.float32)
+    model_times = time.to_model(times64).to(device=device, dtype=torch.float32)
+    _sync(device)
+    t1 = _time.perf_counter()
+    with torch.inference_mode():
+        g_model = model(pixels[None], model_cams, model_times[None])[0]
+    _sync(device)
+    t2 = _time.perf_counter()
+    timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
+    rec = Reconstruction(g_model, scene, time, model_cams, model_times, timings)
+    if world:
+        rec.gaussians  # noqa: B018  (computes and times the world-frame set)
+        timings["total"] = _time.perf_counter() - t0
+    return rec
+
+
+def render(
+    gaussians4d: Gaussians4D | Reconstruction,
+    cameras: Cameras,
+    t: float | Tensor,
+    background: Tensor | None = None,
+    backend: str = "auto",
+    inference_filter: bool = True,
+):
+    """Slice a 4D set at time t and rasterize it into every camera.
+
+    Args:
+        gaussians4d: an unbatched Gaussians4D [N, ...] (world or model frame), or a
+            `Reconstruction` (then sliced in model space and mapped to the world: same result as
+            its `.gaussians`, without the 4D re-factorization; see `Reconstruction`).
+        cameras: C cameras in the same frame as the Gaussians (world for a Reconstruction).
+        t: time in the Gaussians' time units (seconds for world-frame sets and Reconstructions).
+        background: [3] colour (renderer default when None).
+        backend: passed to `lrm4d_core.render.rasterize` ("auto", "gsplat", "torch").
+        inference_filter: drop Gaussians with p(t) < 0.05 or p(t) * opacity < 0.05 (SPEC §1).
+    Returns:
+        the rasterizer's result: `.color` [C, H, W, 3], `.alpha`, `.depth`.
+    """
+    from lrm4d_core.render import rasterize  # imported lazily: optional backends
+
+    if isinstance(gaussians4d, Reconstruction):
+        sliced = gaussians4d.slice(float(t), inference_filter=inference_filter)
+    else:
+        if gaussians4d.means.ndim != 2:
+            raise ValueError(
+                f"render() takes an unbatched Gaussians4D ([N, 4] means), got {tuple(gaussians4d.means.shape)}"
+            )
+        sliced = gaussians4d.slice(t, inference_filter=inference_filter)
+    cams = cameras.to(device=sliced.means.device, dtype=sliced.means.dtype)
+    return rasterize(sliced, cams, background=background, backend=backend)

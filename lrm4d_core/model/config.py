@@ -1,0 +1,169 @@
+"""Model configuration: hyper-parameters, output activation constants and normalization constants.
+
+`ModelConfig` is a frozen dataclass; `to_dict()` / `from_dict()` give the JSON-safe form stored in
+checkpoints (SPEC §2 / DESIGN.md "Checkpoints"). `PRESETS` holds the four named sizes and
+`preset(name, **overrides)` returns one with fields replaced.
+
+Presets (parameter counts are the exact counts of `LRM4D` with 0 free tokens):
+
+| preset | hidden | layers | heads | input   | params   | why |
+|--------|--------|--------|-------|---------|----------|-----|
+| tiny   | 256    | 6      | 4     | 64x64   | 5.24 M   | trainable on a 2-core CPU (see below) |
+| small  | 384    | 8      | 6     | 128x128 | 14.94 M  | one consumer GPU; SPEC §3 stage-1 resolution |
+| base   | 768    | 12     | 12    | 256x256 | 86.55 M  | SPEC §2 "base" (85M, +1.8%) |
+| large  | 1024   | 24     | 16    | 256x256 | 304.30 M | SPEC §2 "large" (~300M, +1.4%) |
+
+All use patch 8, MLP ratio 4 and 64-dimensional attention heads (the FlashAttention sweet spot).
+
+Why `tiny` is 256 wide x 6 layers x 4 heads at 64x64: 64 tokens per view, so the SPEC §3 training
+example of 12 input views is a 768-token sequence and the 24-view evaluation setting 1536 tokens.
+Measured on the 2-core development CPU (torch 2.13, float32, idle machine, `bench/model.py`):
+forward 0.040 s for 8 views, 0.171 s for 24 views (peak RSS 281 / 315 MiB); one training step
+on 12 input views (forward + backward + AdamW, without rendering) 0.22 s. Rendering the 24
+supervision views with the CPU rasterizer will dominate a training step; the network alone allows
+~16k steps per hour, so a few hours of CPU training fit thousands of steps even with rendering. Alternatives measured the same way: 192 x 6 (3.0 M) was only 1.4x cheaper per
+step (0.15 s) for 0.6x the capacity; 256 x 8 (6.8 M) 1.3x dearer; 96x96 input multiplies tokens
+by 2.25 and made a 12-view step 3.2x dearer (0.49 s at 192 x 6), too slow next to rendering
+2.25x more pixels.
+
+Normalization constants (used by `model.api.reconstruct`, stored in every checkpoint):
+- `camera_distance`: for inward-looking rigs (objects), the mean distance, in model units, from the
+  scene centre to the cameras that the model was trained with; reconstruct() scales the caller's
+  world so its cameras sit at this distance.
+- `scene_radius`: for outward-looking rigs (driving), where camera poses carry no scale, the number
+  of world units (metres) that map to one model unit; the centroid of the camera centres becomes
+  the origin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrm4d_core.gaussians import GaussianActivation
+
+__all__ = ["ModelConfig", "PRESETS", "preset", "INPUT_CHANNELS", "RAW_CHANNELS"]
+
+INPUT_CHANNELS = 10
+"""Per-pixel input channels: rgb(3), plücker(6), t(1); see `model.inputs`."""
+
+RAW_CHANNELS = 20
+"""Per-Gaussian raw output channels in `gaussians.CHANNEL_LAYOUT` order (SPEC §1)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every hyper-parameter of `LRM4D` plus the constants `reconstruct()` needs.
+
+    Attributes:
+        preset: name of the preset this config came from (informational; "custom" if none).
+        hidden: transformer width d.
+        layers: number of transformer blocks.
+        heads: attention heads (hidden % heads == 0).
+        mlp_ratio: MLP hidden width = round(mlp_ratio * hidden).
+        patch_size: p; tokens are p x p patches of the 10-channel input.
+        image_size: (H, W) default input resolution; reconstruct() resizes to it. The model itself
+            runs at any H, W divisible by patch_size.
+        num_free_tokens: N learnable free Gaussian tokens appended to the sequence (0 = none).
+        activation: SPEC §1 activation constants (near/far/box, scale and opacity biases).
+        grad_checkpointing: recompute each block in backward (torch.utils.checkpoint).
+        bf16_autocast: run the transformer under bf16 autocast on CUDA (never on CPU).
+        camera_distance: model-unit camera distance for inward rigs (see module docstring).
+        scene_radius: world units per model unit for outward rigs (see module docstring).
+    """
+
+    preset: str = "custom"
+    hidden: int = 256
+    layers: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch_size: int = 8
+    image_size: tuple[int, int] = (64, 64)
+    num_free_tokens: int = 0
+    activation: GaussianActivation = field(default_factory=GaussianActivation)
+    grad_checkpointing: bool = False
+    bf16_autocast: bool = True
+    camera_distance: float = 2.5
+    scene_radius: float = 20.0
+
+    def __post_init__(self) -> None:
+        # normalise types coming from JSON (lists, dicts) so equality and hashing work
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        if isinstance(self.activation, dict):
+            object.__setattr__(self, "activation", GaussianActivation(**self.activation))
+        problems = []
+        if self.hidden <= 0 or self.layers < 0 or self.heads <= 0:
+            problems.append(f"hidden, layers, heads must be positive (got {self.hidden}, {self.layers}, {self.heads})")
+        elif self.hidden % self.heads:
+            problems.append(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.patch_size <= 0:
+            problems.append(f"patch_size must be positive, got {self.patch_size}")
+        elif len(self.image_size) != 2 or any(s <= 0 or s % self.patch_size for s in self.image_size):
+            problems.append(f"image_size {self.image_size} must be (H, W), both divisible by patch_size {self.patch_size}")
+        if self.num_free_tokens < 0:
+            problems.append(f"num_free_tokens must be >= 0, got {self.num_free_tokens}")
+        if self.mlp_ratio <= 0:
+            problems.append(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if not self.camera_distance > 0 or not self.scene_radius > 0:
+            problems.append("camera_distance and scene_radius must be positive")
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(round(self.mlp_ratio * self.hidden))
+
+    @property
+    def patch_dim(self) -> int:
+        """Input values per token: 10 * p * p."""
+        return INPUT_CHANNELS * self.patch_size**2
+
+    def tokens_per_view(self, height: int | None = None, width: int | None = None) -> int:
+        h, w = self.image_size if height is None else (height, width)
+        return (h // self.patch_size) * (w // self.patch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (nested activation dict, image_size as a list)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["activation"] = dataclasses.asdict(self.activation)
+        out["image_size"] = list(self.image_size)
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict()`. Unknown keys are an error (they would be silently dropped
+        hyper-parameters); missing keys take the defaults above."""
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {unknown}")
+        data = dict(data)
+        if "activation" in data:
+            act = data["activation"]
+            act_known = {f.name for f in dataclasses.fields(GaussianActivation)}
+            if not isinstance(act, dict) or set(act) - act_known:
+                raise ValueError(f"bad activation entry {act!r}; allowed keys {sorted(act_known)}")
+            data["activation"] = GaussianActivation(**act)
+        return ModelConfig(**data)
+
+    def replace(self, **overrides: Any) -> ModelConfig:
+        if isinstance(overrides.get("activation"), dict):
+            overrides["activation"] = dataclasses.replace(self.activation, **overrides["activation"])
+        return dataclasses.replace(self, **overrides)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(preset="tiny", hidden=256, layers=6, heads=4, image_size=(64, 64)),
+    "small": ModelConfig(preset="small", hidden=384, layers=8, heads=6, image_size=(128, 128)),
+    "base": ModelConfig(preset="base", hidden=768, layers=12, heads=12, image_size=(256, 256)),
+    "large": ModelConfig(preset="large", hidden=1024, layers=24, heads=16, image_size=(256, 256)),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The named preset with fields replaced, e.g. `preset("base", num_free_tokens=1024)`.
+    `activation` may be a GaussianActivation or a dict of the fields to change."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)
