@@ -23,7 +23,8 @@ class Subcommand:
 
     help: str
     target: str  # "package.module:function"
-    add_arguments: Callable[[argparse.ArgumentParser], None]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | str  # or "module:function", imported
+    # when the parser is built: such a module must not import torch at import time
 
 
 def _positive_int(text: str) -> int:
@@ -47,6 +48,21 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         target="lrm4d_core.demo:main",
         add_arguments=_demo_arguments,
     ),
+    "model-info": Subcommand(
+        help="print parameter count, preset, input resolution and patch size of a model",
+        target="lrm4d_core.model.info:main",
+        add_arguments="lrm4d_core.model.info:add_arguments",
+    ),
+    "synth": Subcommand(
+        help="write synthetic dynamic scenes in the on-disk dataset format",
+        target="lrm4d_core.data.synth:main",
+        add_arguments="lrm4d_core.data.synth:add_arguments",
+    ),
+    "train": Subcommand(
+        help="train or fine-tune a model (one process, or many under torchrun)",
+        target="lrm4d_core.train.cli:main",
+        add_arguments="lrm4d_core.train.cli:add_arguments",
+    ),
 }
 
 
@@ -58,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lrm4d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in SUBCOMMANDS.items():
-        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+        add_arguments = command.add_arguments
+        if isinstance(add_arguments, str):
+            add_arguments = _load(add_arguments)
+        add_arguments(sub.add_parser(name, help=command.help, description=command.help))
     return parser
 
 
-def _load(target: str) -> Callable[[argparse.Namespace], int | None]:
+def _load(target: str) -> Callable[..., int | None]:
     """Import ``"module:function"`` and return the function."""
     module_name, _, function_name = target.partition(":")
     return getattr(importlib.import_module(module_name), function_name)

@@ -1,0 +1,1 @@
+"""Training: config, example sampling, the DDP loop and exact-resume state."""

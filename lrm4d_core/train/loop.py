@@ -1,0 +1,305 @@
+"""The training loop: one process or many under torchrun (DDP; gloo on CPU, nccl on GPU).
+
+    lrm4d train --config FILE                              # one process
+    torchrun --nproc_per_node 8 -m lrm4d_core.cli train --config FILE
+    torchrun --nnodes 4 --node_rank R --rdzv_endpoint HOST:PORT ... (many machines)
+
+Per step and process: draw `batch_size` examples (input and target view-times sampled
+independently, SPEC §3), run the model on the inputs, slice its Gaussians at every target time,
+render the target cameras, and minimise MSE + lambda_p * perceptual (+ lambda_ssim * (1 - SSIM)).
+
+Reproducibility: every example is a pure function of (seed, step, rank, slot), so resuming from a
+checkpoint replays exactly the batches an uninterrupted run would have seen; model, optimizer,
+scheduler and RNG states are restored from safetensors (train.state).
+
+Robustness: a non-finite loss or gradient on any process skips the step on all processes (so DDP
+stays in lockstep), is counted, and `max_bad_steps` in a row stop the run with a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrm4d_core.cameras import Cameras, TimeNormalization
+from lrm4d_core.eval.metrics import psnr, ssim
+from lrm4d_core.gaussians import Gaussians4D
+from lrm4d_core.model.api import estimate_scene_normalization
+from lrm4d_core.model.config import preset as make_preset
+from lrm4d_core.model.lrm4d import LRM4D
+from lrm4d_core.render import rasterize
+
+from .config import TrainConfig
+from .examples import ExampleSource
+from .state import latest_checkpoint, load_training_state, save_training_state
+
+__all__ = ["train", "TooManyBadSteps", "prepare_batch", "render_targets", "Batch"]
+
+log = logging.getLogger(__name__)
+
+
+class TooManyBadSteps(RuntimeError):
+    """The loss or the gradients were non-finite for `max_bad_steps` steps in a row."""
+
+
+@dataclass
+class Batch:
+    """A normalized training batch (model box, model time), B examples.
+
+    input_images [B, Vi, 3, H, W]; input_cameras B*Vi cameras; input_times [B, Vi];
+    target_images [B, Vt, 3, H, W]; target_cameras B*Vt cameras; target_times [B, Vt].
+    """
+
+    input_images: Tensor
+    input_cameras: Cameras
+    input_times: Tensor
+    target_images: Tensor
+    target_cameras: Cameras
+    target_times: Tensor
+
+
+def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch.device) -> Batch:
+    """Normalize each example exactly as `model.api.reconstruct` does at inference: the scene from
+    the input cameras, time from the input times, so training and inference see the same frames."""
+    ins, outs = [], []
+    for ex in examples:
+        h, w = ex["input_images"].shape[-2:]
+        in_cams = Cameras(ex["input_K"].double(), ex["input_cam_to_world"].double(), w, h)
+        tg_cams = Cameras(ex["target_K"].double(), ex["target_cam_to_world"].double(), w, h)
+        scene = estimate_scene_normalization(in_cams, model.config)
+        times = ex["input_times"].double()
+        tnorm = TimeNormalization.spanning(float(times.min()), float(times.max()))
+        ins.append((scene.cameras_to_model(in_cams), tnorm.to_model(times)))
+        outs.append((scene.cameras_to_model(tg_cams), tnorm.to_model(ex["target_times"].double())))
+    f32 = dict(device=device, dtype=torch.float32)
+    return Batch(
+        input_images=torch.stack([ex["input_images"] for ex in examples]).to(**f32),
+        input_cameras=Cameras.cat([c for c, _ in ins]).to(**f32),
+        input_times=torch.stack([t for _, t in ins]).to(**f32),
+        target_images=torch.stack([ex["target_images"] for ex in examples]).to(**f32),
+        target_cameras=Cameras.cat([c for c, _ in outs]).to(**f32),
+        target_times=torch.stack([t for _, t in outs]).to(**f32),
+    )
+
+
+def render_targets(gaussians: Gaussians4D, cameras: Cameras, times: Tensor, background: Tensor | None) -> Tensor:
+    """Slice each example's Gaussians at each target time and render that target: [B, Vt, 3, H, W]."""
+    b, vt = times.shape
+    images = []
+    for i in range(b):
+        g = gaussians[i]
+        for j in range(vt):
+            out = rasterize(g.slice(times[i, j]), cameras[i * vt + j], background)
+            images.append(out.color[0].permute(2, 0, 1))
+    return torch.stack(images).reshape(b, vt, *images[0].shape)
+
+
+def _init_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and the free-token embeddings (1-D tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _all_max(value: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = True,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) per `cfg`; returns a summary dict. Rank 0 writes checkpoints, metrics.jsonl
+    and TensorBoard logs under `cfg.out_dir`.
+
+    `stop_at_step` / `max_seconds` end this run early (saving a resumable checkpoint) without
+    changing the schedule, which always spans `cfg.steps`: a run split into pieces trains exactly
+    like one uninterrupted run.
+    """
+    rank, world, device = _init_distributed()
+    if cfg.device != "auto":
+        device = torch.device(cfg.device)
+    out_dir = Path(cfg.out_dir)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    overrides = dict(cfg.model)
+    model_cfg = make_preset(overrides.pop("preset", "tiny"), **overrides).replace(grad_checkpointing=cfg.grad_checkpointing)
+    model = LRM4D(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    counters: Counter[str] = Counter()
+    start = 0
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        state = load_training_state(ckpt, model, optimizer, scheduler)
+        start, counters = state.step, Counter(state.counters)
+        if rank == 0:
+            log.info("resumed from %s at step %d", ckpt, start)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    source = ExampleSource(cfg.data, cfg.num_input, cfg.num_target)
+    perceptual = None
+    if cfg.lambda_perceptual > 0 and cfg.perceptual_weights:
+        from lrm4d_core.eval.perceptual import PerceptualLoss
+
+        perceptual = PerceptualLoss.from_file(cfg.perceptual_weights).to(device)
+    elif cfg.lambda_perceptual > 0 and rank == 0:
+        log.warning("no perceptual_weights file given: the perceptual loss term is off (MSE%s only)",
+                    " + SSIM" if cfg.lambda_ssim > 0 else "")
+    background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
+    writer = None
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        with contextlib.suppress(ImportError):
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out_dir / "tensorboard"))
+    provenance = {"train_config": cfg.to_dict(), "git_commit": _git_commit(), "world_size": world}
+    bar = None
+    if rank == 0 and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    bad_in_a_row = 0
+    last: dict[str, float] = {}
+    t_start = time.perf_counter()
+    metrics_file = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
+    try:
+        end = min(cfg.steps, stop_at_step) if stop_at_step is not None else cfg.steps
+        for step in range(start, end):
+            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+                end = step
+                break
+            stage = cfg.stage(step)
+            examples = [source.draw(cfg.seed, step, rank, slot, stage.image_size) for slot in range(stage.batch_size)]
+            batch = prepare_batch(examples, model, device)
+            ddp.train()
+            with autocast:
+                gaussians = ddp(batch.input_images, batch.input_cameras, batch.input_times)
+            gaussians = gaussians.to(dtype=torch.float32)
+            pred = render_targets(gaussians, batch.target_cameras, batch.target_times, background)
+            target = batch.target_images
+            mse = F.mse_loss(pred, target)
+            loss = mse
+            terms = {"mse": mse.item()}
+            if perceptual is not None:
+                p = perceptual(pred.flatten(0, 1), target.flatten(0, 1))
+                loss = loss + cfg.lambda_perceptual * p
+                terms["perceptual"] = p.item()
+            if cfg.lambda_ssim > 0:
+                s = ssim(pred, target).mean()
+                loss = loss + cfg.lambda_ssim * (1 - s)
+                terms["ssim"] = s.item()
+            bad = _all_max(0.0 if torch.isfinite(loss) else 1.0, world, device)
+            grad_norm = math.nan
+            if not bad:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                bad = _all_max(0.0 if math.isfinite(grad_norm) else 1.0, world, device)
+            if bad:
+                counters["bad_steps"] += 1
+                bad_in_a_row += 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning("step %d: non-finite loss or gradient, skipped (%d in a row)", step, bad_in_a_row)
+                if bad_in_a_row >= cfg.max_bad_steps:
+                    raise TooManyBadSteps(
+                        f"{bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step {step}); "
+                        "lower the learning rate or check the data"
+                    )
+            else:
+                bad_in_a_row = 0
+                optimizer.step()
+            scheduler.step()
+            counters["steps"] += 1
+            last = {"loss": loss.item(), **terms, "psnr": float(psnr(pred.detach(), target).mean()),
+                    "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
+            if rank == 0:
+                metrics_file.write(json.dumps({"step": step + 1, **last}) + "\n")
+                if (step + 1) % cfg.log_every == 0:
+                    metrics_file.flush()
+                    if writer is not None:
+                        for k, v in last.items():
+                            writer.add_scalar(f"train/{k}", v, step + 1)
+                        writer.add_scalar("train/bad_steps", counters["bad_steps"], step + 1)
+                if writer is not None and (step + 1) % cfg.image_every == 0:
+                    grid = torch.cat([target[0], pred[0].detach().clamp(0, 1)], dim=-2)  # [Vt, 3, 2H, W]
+                    writer.add_images("train/target_over_prediction", grid, step + 1)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last['psnr']:.2f}")
+                if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                    save_training_state(out_dir, step + 1, model, optimizer, scheduler, counters, provenance)
+        if rank == 0 and end > start and end < cfg.steps and end % cfg.save_every != 0:
+            save_training_state(out_dir, end, model, optimizer, scheduler, counters, provenance)
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if writer is not None:
+            writer.close()
+    summary = {"steps": end, "resumed_from": start, "seconds": time.perf_counter() - t_start,
+               "bad_steps": counters["bad_steps"], "world_size": world, **{f"last_{k}": v for k, v in last.items()}}
+    if rank == 0:
+        print(f"trained steps {start}..{end} of {cfg.steps} on {world} process(es) in {summary['seconds']:.0f} s: "
+              f"loss {last.get('loss', math.nan):.4f}, PSNR {last.get('psnr', math.nan):.2f} dB, "
+              f"{counters['bad_steps']} bad steps; checkpoints in {out_dir / 'checkpoints'}")
+    if world > 1:
+        dist.barrier()
+    return summary
