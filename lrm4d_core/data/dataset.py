@@ -1,0 +1,277 @@
+"""Training/evaluation examples from lrm4d-scene directories: input and target view-times.
+
+`SceneDataset` (a torch Dataset over the scenes under a root) returns, per scene, ``num_input``
+input images and ``num_target`` target images, each an image of some (view, frame). With the
+default ``"random"`` protocols both sets are drawn uniformly **independently** (each without
+replacement, so they may overlap), as in SPEC §3 (12 inputs and 24 targets out of 144
+renderings). Draws are a deterministic function of ``(seed, epoch, index)``; call `set_epoch`
+for fresh draws each epoch. Inputs and targets are sorted by (time, view): tokens go to the model
+in temporal order.
+
+Evaluation protocols (SPEC §4), for object-rig scenes whose ``views`` carry kinds
+(`rigs.object_rig`), by `protocol_views` (each list sorted by frame):
+
+* ``alternating``: frame f sees canonical view ``f mod C`` (C canonical views: 4 poses cycling);
+* ``interpolation``: canonical views 0 and ``C // 2`` (opposite: 0 and 180 deg) on even frames
+  only (12 of 24 timestamps seen, 24 images);
+* ``two_rotating``: the two elevated moving cameras, alternating by frame parity (moving view
+  ``f mod 2`` at frame f: every timestamp seen, 12 images per camera, 24 in all);
+* ``random``: one random-orbit view per frame, drawn with ``rng`` among the random-orbit views
+  except the last one, which is held out for the targets (if there is only one, it is used).
+
+`evaluation_targets`: every canonical view at every frame plus the held-out random-orbit view
+(the last ``random`` view) at every frame: "4 canonical views + 1 random view per frame".
+
+Batch dictionary (V = number of images; H, W = ``image_size`` or the native size):
+
+=====================  ===============  =====================================================
+key                    shape / type     meaning
+=====================  ===============  =====================================================
+input_images           [V, 3, H, W]     float32 RGB in [0, 1]
+input_K                [V, 3, 3]        float32 intrinsics for the (resized) image
+input_cam_to_world     [V, 4, 4]        float32 OpenCV camera-to-world
+input_times            [V]              float32 seconds since the scene's earliest image
+input_views/frames     [V]              int64 view and frame indices
+input_masks/depths     [V, H, W]        only with ``with_masks`` / ``with_depth`` (nearest resize)
+target_*               same             for the targets
+scene_id               str
+time_offset            float64 scalar   absolute time of ``times == 0``
+near, far              float32 scalars  from scene.json, else the dataset defaults
+=====================  ===============  =====================================================
+
+Resizing rescales K consistently: with pixel centres at +0.5, a resize by (sx, sy) maps
+``u + 0.5 -> sx (u + 0.5)``, so row 0 of K is multiplied by ``sx`` and row 1 by ``sy``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .format import SceneMeta, find_scenes, load_scene, read_depth, read_image, read_mask
+
+__all__ = ["PROTOCOLS", "protocol_views", "evaluation_targets", "random_views", "resize_image", "scale_intrinsics", "SceneDataset"]
+
+PROTOCOLS = ("alternating", "interpolation", "two_rotating", "random")
+
+
+def _need(meta: SceneMeta, kind: str, count: int, protocol: str) -> list[int]:
+    views = meta.views_of_kind(kind)
+    if len(views) < count:
+        raise ValueError(
+            f"protocol {protocol!r} needs at least {count} view(s) of kind {kind!r} in {meta.source} "
+            f"('views' field), found {len(views)}; it applies to object-rig scenes"
+        )
+    return views
+
+
+def _existing(meta: SceneMeta, pairs: list[tuple[int, int]], protocol: str) -> list[tuple[int, int]]:
+    for v, f in pairs:
+        if not meta.has(v, f):
+            raise ValueError(f"protocol {protocol!r}: {meta.source} has no image for view {v}, frame {f}")
+    return pairs
+
+
+def protocol_views(protocol: str, meta: SceneMeta, rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
+    """(view, frame) input pairs of an evaluation protocol (see the module docstring)."""
+    frames = range(meta.num_frames)
+    if protocol == "alternating":
+        can = _need(meta, "canonical", 1, protocol)
+        pairs = [(can[f % len(can)], f) for f in frames]
+    elif protocol == "interpolation":
+        can = _need(meta, "canonical", 2, protocol)
+        pair = (can[0], can[len(can) // 2])
+        pairs = [(v, f) for f in frames if f % 2 == 0 for v in pair]
+    elif protocol == "two_rotating":
+        mov = _need(meta, "moving", 2, protocol)
+        pairs = [(mov[f % 2], f) for f in frames]
+    elif protocol == "random":
+        rnd = _need(meta, "random", 1, protocol)
+        pool = rnd[:-1] if len(rnd) > 1 else rnd
+        rng = rng if rng is not None else np.random.default_rng(0)
+        pairs = [(int(pool[int(rng.integers(len(pool)))]), f) for f in frames]
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return _existing(meta, pairs, protocol)
+
+
+def evaluation_targets(meta: SceneMeta, rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
+    """Target pairs for evaluation: all canonical views + the held-out random-orbit view, per frame."""
+    can = _need(meta, "canonical", 1, "evaluation targets")
+    held_out = _need(meta, "random", 1, "evaluation targets")[-1]
+    pairs = [(v, f) for f in range(meta.num_frames) for v in [*can, held_out]]
+    return _existing(meta, pairs, "evaluation targets")
+
+
+def random_views(meta: SceneMeta, count: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``count`` (view, frame) pairs drawn uniformly without replacement (with replacement only if
+    the scene has fewer images than ``count``)."""
+    pairs = [(r.view, r.frame) for r in meta.images]
+    idx = rng.choice(len(pairs), size=count, replace=count > len(pairs))
+    return [pairs[i] for i in idx]
+
+
+def scale_intrinsics(K: np.ndarray, old_size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """K for an image resized from (W, H) = old_size to new_size (whole image, pixel centres +0.5)."""
+    sx = new_size[0] / old_size[0]
+    sy = new_size[1] / old_size[1]
+    return np.diag([sx, sy, 1.0]) @ np.asarray(K, dtype=np.float64)
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize uint8 RGB (bicubic, anti-aliased) or a bool/float map (nearest) to (W, H) = size."""
+    from PIL import Image
+
+    w, h = size
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    if nearest:
+        if img.dtype == bool:
+            return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((w, h), Image.NEAREST)) > 0
+        return np.asarray(Image.fromarray(img.astype(np.float32)).resize((w, h), Image.NEAREST))
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+
+
+class SceneDataset(Dataset):
+    """Examples of input and target view-times from the scenes under ``root`` (module docstring).
+
+    Args:
+        root: a directory of scene directories (or one scene directory), or a list of either.
+        num_input, num_target: image counts for the "random" protocols.
+        image_size: (H, W) to resize to; None keeps the native size (all images must share it).
+        seed: base seed of the draws.
+        input_protocol: "random" or one of `PROTOCOLS` (then the protocol fixes the count).
+        target_protocol: "random" or "evaluation" (`evaluation_targets`).
+        with_masks, with_depth: also return masks / depth maps (scenes must have them).
+        near, far: defaults for scenes whose scene.json has none (object scale, SPEC §1).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | Sequence[str | os.PathLike],
+        num_input: int = 12,
+        num_target: int = 24,
+        image_size: tuple[int, int] | None = None,
+        seed: int = 0,
+        input_protocol: str = "random",
+        target_protocol: str = "random",
+        with_masks: bool = False,
+        with_depth: bool = False,
+        near: float = 0.1,
+        far: float = 4.5,
+    ):
+        roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+        self.scene_dirs: list[Path] = [d for r in roots for d in find_scenes(r)]
+        if not self.scene_dirs:
+            raise FileNotFoundError(f"no scenes found under {', '.join(str(r) for r in roots)} (expected */scene.json)")
+        if input_protocol != "random" and input_protocol not in PROTOCOLS:
+            raise ValueError(f"unknown input_protocol {input_protocol!r}; expected 'random' or one of {PROTOCOLS}")
+        if target_protocol not in ("random", "evaluation"):
+            raise ValueError(f"unknown target_protocol {target_protocol!r}; expected 'random' or 'evaluation'")
+        if input_protocol == "random" and num_input < 1:
+            raise ValueError(f"num_input must be >= 1, got {num_input}")
+        if target_protocol == "random" and num_target < 1:
+            raise ValueError(f"num_target must be >= 1, got {num_target}")
+        self.num_input = int(num_input)
+        self.num_target = int(num_target)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.seed = int(seed)
+        self.input_protocol = input_protocol
+        self.target_protocol = target_protocol
+        self.with_masks = with_masks
+        self.with_depth = with_depth
+        self.near, self.far = float(near), float(far)
+        self.epoch = 0
+        self._metas: dict[int, SceneMeta] = {}
+
+    def __len__(self) -> int:
+        return len(self.scene_dirs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def meta(self, index: int) -> SceneMeta:
+        if index not in self._metas:
+            self._metas[index] = load_scene(self.scene_dirs[index], check_files=False)
+        return self._metas[index]
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def sample(self, index: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The (view, frame) pairs of the inputs and of the targets of example ``index``."""
+        meta = self.meta(index)
+        rng_in, rng_tgt = self.rng(index).spawn(2)
+        if self.input_protocol == "random":
+            inputs = random_views(meta, self.num_input, rng_in)
+        else:
+            inputs = protocol_views(self.input_protocol, meta, rng_in)
+        if self.target_protocol == "random":
+            targets = random_views(meta, self.num_target, rng_tgt)
+        else:
+            targets = evaluation_targets(meta, rng_tgt)
+
+        def order(pairs):
+            return sorted(pairs, key=lambda p: (meta.record(*p).time, p[0], p[1]))
+
+        return order(inputs), order(targets)
+
+    def _load(self, meta: SceneMeta, pairs: list[tuple[int, int]], prefix: str, t0: float) -> dict:
+        images, Ks, poses, times, masks, depths = [], [], [], [], [], []
+        for v, f in pairs:
+            rec = meta.record(v, f)
+            img = read_image(meta, rec)
+            if self.image_size is not None:
+                size = (self.image_size[1], self.image_size[0])
+            else:
+                size = (meta.width, meta.height)
+            K = scale_intrinsics(rec.K, (rec.width, rec.height), size)
+            img = resize_image(img, size)
+            images.append(img)
+            Ks.append(K)
+            poses.append(rec.cam_to_world)
+            times.append(rec.time - t0)
+            if self.with_masks:
+                m = read_mask(meta, rec)
+                if m is None:
+                    raise ValueError(f"{meta.source}: images[{rec.index}] has no mask (with_masks=True)")
+                masks.append(resize_image(m, size, nearest=True))
+            if self.with_depth:
+                d = read_depth(meta, rec)
+                if d is None:
+                    raise ValueError(f"{meta.source}: images[{rec.index}] has no depth (with_depth=True)")
+                depths.append(resize_image(d, size, nearest=True))
+        out = {
+            f"{prefix}_images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0),
+            f"{prefix}_K": torch.from_numpy(np.stack(Ks)).float(),
+            f"{prefix}_cam_to_world": torch.from_numpy(np.stack(poses)).float(),
+            f"{prefix}_times": torch.tensor(times, dtype=torch.float32),
+            f"{prefix}_views": torch.tensor([p[0] for p in pairs], dtype=torch.int64),
+            f"{prefix}_frames": torch.tensor([p[1] for p in pairs], dtype=torch.int64),
+        }
+        if self.with_masks:
+            out[f"{prefix}_masks"] = torch.from_numpy(np.stack(masks))
+        if self.with_depth:
+            out[f"{prefix}_depths"] = torch.from_numpy(np.stack(depths).astype(np.float32))
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} scenes")
+        meta = self.meta(index)
+        if self.image_size is None and any((r.width, r.height) != (meta.width, meta.height) for r in meta.images):
+            raise ValueError(f"{meta.source}: images of different sizes; pass image_size=(H, W) to resize them")
+        inputs, targets = self.sample(index)
+        t0 = min(r.time for r in meta.images)
+        batch = {"scene_id": meta.scene_id}
+        batch.update(self._load(meta, inputs, "input", t0))
+        batch.update(self._load(meta, targets, "target", t0))
+        batch["time_offset"] = torch.tensor(t0, dtype=torch.float64)
+        batch["near"] = torch.tensor(meta.near if meta.near is not None else self.near, dtype=torch.float32)
+        batch["far"] = torch.tensor(meta.far if meta.far is not None else self.far, dtype=torch.float32)
+        return batch
