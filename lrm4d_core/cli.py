@@ -42,6 +42,24 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 
 
+def _synth_arguments(parser: argparse.ArgumentParser) -> None:
+    """`lrm4d synth` writes the on-disk dataset (--out DIR) or a synthetic rosbag2 (--bag OUT)."""
+    _load("lrm4d_core.data.synth:add_arguments")(parser)
+    _load("ros2_lrm4d.synth_bag:add_arguments")(parser, shared=False)
+    for action in parser._actions:  # --out is required by the dataset writer alone
+        if action.dest == "out":
+            action.required = False
+
+
+def synth_main(args: argparse.Namespace) -> int:
+    """Dispatch `lrm4d synth` to the dataset writer or to the bag writer (a ROS shell module)."""
+    if (args.out is None) == (args.bag is None):
+        print("lrm4d synth: give exactly one of --out DIR (dataset) or --bag OUT (rosbag2)", file=sys.stderr)
+        return 2
+    target = "ros2_lrm4d.synth_bag:main" if args.bag else "lrm4d_core.data.synth:main"
+    return int(_load(target)(args) or 0)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "demo": Subcommand(
         help="reconstruct a synthetic dynamic scene end to end and write the results",
@@ -54,9 +72,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         add_arguments="lrm4d_core.model.info:add_arguments",
     ),
     "synth": Subcommand(
-        help="write synthetic dynamic scenes in the on-disk dataset format",
-        target="lrm4d_core.data.synth:main",
-        add_arguments="lrm4d_core.data.synth:add_arguments",
+        help="write synthetic dynamic scenes: a dataset (--out DIR) or a multi-camera rosbag2 (--bag OUT)",
+        target="lrm4d_core.cli:synth_main",
+        add_arguments=_synth_arguments,
+    ),
+    "replay": Subcommand(
+        help="run the reconstruction node's core over a rosbag2 and write its outputs to a new bag",
+        target="ros2_lrm4d.replay:main",
+        add_arguments="ros2_lrm4d.replay:add_arguments",
     ),
     "train": Subcommand(
         help="train or fine-tune a model (one process, or many under torchrun)",

@@ -98,9 +98,14 @@ class RclpyFactory(MessageFactory):
     is checked element by element in Python) and numpy arrays for fixed-size arrays.
     """
 
-    def make(self, typename: str, **fields: Any) -> Any:
+    @staticmethod
+    def message_class(typename: str) -> Any:
+        """The generated class of "pkg/msg/Name" (for publishers and subscriptions too)."""
         package, kind, name = typename.split("/")
-        cls = getattr(importlib.import_module(f"{package}.{kind}"), name)
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+    def make(self, typename: str, **fields: Any) -> Any:
+        cls = self.message_class(typename)
         types = cls.get_fields_and_field_types()
         for field, value in fields.items():
             ftype = types.get(field, "")

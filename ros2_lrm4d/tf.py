@@ -121,6 +121,10 @@ class TfBuffer:
         """Forget everything (e.g. when replay time jumps backwards)."""
         self._edges.clear()
 
+    def clear_dynamic(self) -> None:
+        """Forget the /tf history but keep /tf_static (a looping bag publishes static TF only once)."""
+        self._edges = {child: e for child, e in self._edges.items() if e.static}
+
     def frames(self) -> set[str]:
         return set(self._edges) | {e.parent for e in self._edges.values()}
 

@@ -31,6 +31,7 @@ Time normalization: `TimeNormalization.spanning(min(times), max(times))` unless 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import time as _time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -50,6 +51,7 @@ from .lrm4d import LRM4D
 __all__ = [
     "Reconstruction",
     "load_model",
+    "default_checkpoint",
     "prepare_images",
     "estimate_scene_normalization",
     "reconstruct",
@@ -126,6 +128,16 @@ class Reconstruction:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+DEFAULT_CHECKPOINT = "weights/lrm4d_tiny_default.safetensors"
+"""Path, inside the lrm4d_core package, of the embedded default model (docs/default_model.md)."""
+
+
+def default_checkpoint() -> Path | None:
+    """The embedded default checkpoint shipped inside the package, or None if this build has none."""
+    path = Path(__file__).resolve().parent.parent / DEFAULT_CHECKPOINT
+    return path if path.is_file() else None
 
 
 def load_model(

@@ -1,0 +1,291 @@
+"""Every parameter of the reconstruction node, declared once, used by both shells.
+
+The live node declares these with rclpy (descriptions become ROS parameter descriptors); the replay
+reads the same YAML file (`config/reconstruct.yaml`, ROS's `<node>: ros__parameters:` layout) with
+no ROS installed. Both turn them into the same core configs with `window_config()` and
+`pipeline_config()`, so a bag replay and the live node behave alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from lrm4d_core.pipeline import PipelineConfig, VirtualCamera
+from lrm4d_core.stream import WindowConfig
+
+__all__ = ["NodeParams", "PARAM_DOCS", "ParamDeclaration", "parameter_declarations", "params_from_values",
+           "load_params_file", "forecast_topic_suffix"]
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Node parameters with their defaults. Lists are ROS arrays; 0 or "" mean 'unset' where noted."""
+
+    cameras: tuple[str, ...] = ("front",)
+    image_topic_pattern: str = "/cameras/{camera}/image_raw"
+    camera_info_topic_pattern: str = "/cameras/{camera}/camera_info"
+    image_transport: str = "raw"
+    queue_size: int = 10
+    sync_slop_s: float = 0.02
+    fixed_frame: str = "map"
+    tf_wait_s: float = 0.2
+    window_duration_s: float = 2.0
+    window_max_steps: int = 0
+    update_rate_hz: float = 2.0
+    max_views: int = 12
+    view_selection: str = "round_robin"
+    min_steps: int = 2
+    jump_back_s: float = 5.0
+    scene_center: tuple[float, ...] = (0.0, 0.0, 0.0)
+    scene_scale: float = 0.0
+    backend: str = "local"
+    checkpoint: str = ""
+    device: str = "auto"
+    remote_address: str = "localhost:50051"
+    remote_token_file: str = ""
+    remote_timeout_s: float = 5.0
+    fallback_to_local: bool = False
+    forecast_horizons_s: tuple[float, ...] = (0.5, 1.0)
+    max_points: int = 100_000
+    inference_filter: bool = True
+    render_inputs_at_s: tuple[float, ...] = (0.0,)
+    render_max_side: int = 256
+    virtual_cameras_json: str = "[]"
+    publish_gaussians_4d: bool = True
+    input_qos: str = "sensor_data"
+    output_qos: str = "reliable"
+    qos_depth: int = 5
+    diagnostics_period_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("cameras", "scene_center", "forecast_horizons_s", "render_inputs_at_s"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        problems = []
+        if not self.cameras:
+            problems.append("cameras: name at least one camera")
+        if self.image_transport not in ("raw", "compressed"):
+            problems.append(f"image_transport must be 'raw' or 'compressed', got {self.image_transport!r}")
+        if self.backend not in ("local", "remote"):
+            problems.append(f"backend must be 'local' or 'remote', got {self.backend!r}")
+        for q in ("input_qos", "output_qos"):
+            if getattr(self, q) not in ("sensor_data", "reliable"):
+                problems.append(f"{q} must be 'sensor_data' or 'reliable', got {getattr(self, q)!r}")
+        if len(self.scene_center) != 3 or self.scene_scale < 0:
+            problems.append("scene_center needs 3 values and scene_scale must be >= 0 (0 = estimate per window)")
+        if self.update_rate_hz <= 0:
+            problems.append("update_rate_hz must be > 0")
+        if self.diagnostics_period_s <= 0:
+            problems.append("diagnostics_period_s must be > 0")
+        if self.queue_size < 1 or self.qos_depth < 1:
+            problems.append("queue_size and qos_depth must be >= 1")
+        if self.sync_slop_s < 0 or self.tf_wait_s < 0:
+            problems.append("sync_slop_s and tf_wait_s must be >= 0")
+        if problems:
+            raise ValueError("invalid lrm4d parameters: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ topics
+    def image_topic(self, camera: str) -> str:
+        topic = self.image_topic_pattern.format(camera=camera)
+        return topic + "/compressed" if self.image_transport == "compressed" else topic
+
+    def camera_info_topic(self, camera: str) -> str:
+        return self.camera_info_topic_pattern.format(camera=camera)
+
+    # ------------------------------------------------------------------ core configs
+    def window_config(self) -> WindowConfig:
+        return WindowConfig(
+            duration_s=self.window_duration_s if self.window_duration_s > 0 else None,
+            max_steps=self.window_max_steps or None,
+            update_period_s=1.0 / self.update_rate_hz,
+            max_views=self.max_views,
+            selection=self.view_selection,  # type: ignore[arg-type]
+            jump_back_s=self.jump_back_s,
+            min_steps=self.min_steps,
+        )
+
+    def virtual_cameras(self) -> tuple[VirtualCamera, ...]:
+        try:
+            items = json.loads(self.virtual_cameras_json)
+            return tuple(VirtualCamera(**{**v, "cam_to_world": tuple(map(tuple, v.get("cam_to_world", VirtualCamera.cam_to_world)))})
+                         for v in items)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"virtual_cameras_json is not a list of virtual cameras: {err}") from err
+
+    def pipeline_config(self) -> PipelineConfig:
+        return PipelineConfig(
+            forecast_horizons_s=self.forecast_horizons_s,
+            max_points=self.max_points,
+            inference_filter=self.inference_filter,
+            render_inputs_at_s=self.render_inputs_at_s,
+            virtual_cameras=self.virtual_cameras(),
+            render_max_side=self.render_max_side,
+            scene_center=tuple(self.scene_center) if self.scene_scale > 0 else None,  # type: ignore[arg-type]
+            scene_scale=self.scene_scale if self.scene_scale > 0 else None,
+        )
+
+    @staticmethod
+    def from_dict(values: dict[str, Any]) -> NodeParams:
+        known = {f.name for f in fields(NodeParams)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown lrm4d parameters {unknown}; known: {sorted(known)}")
+        return NodeParams(**values)
+
+
+PARAM_DOCS: dict[str, str] = {
+    "cameras": "camera names; each has an image and a camera_info topic from the patterns",
+    "image_topic_pattern": "image topic, {camera} is replaced by the camera name",
+    "camera_info_topic_pattern": "camera_info topic, {camera} is replaced by the camera name",
+    "image_transport": "raw (sensor_msgs/Image) or compressed (CompressedImage on <topic>/compressed)",
+    "queue_size": "message_filters queue size per subscription",
+    "sync_slop_s": "ApproximateTimeSynchronizer slop: max stamp difference within one group (s)",
+    "fixed_frame": "TF frame the Gaussians are published in (e.g. map or odom)",
+    "tf_wait_s": "replay: how long after an image stamp TF may still arrive before the frame is dropped",
+    "window_duration_s": "sliding window length (s); 0 = bounded by window_max_steps only",
+    "window_max_steps": "max time steps in the window; 0 = bounded by duration only",
+    "update_rate_hz": "reconstructions per second of sensor time",
+    "max_views": "max images per reconstruction (the model's budget)",
+    "view_selection": "round_robin (cycle cameras over time), all, or latest",
+    "min_steps": "time steps needed before the first reconstruction",
+    "jump_back_s": "a stamp this far behind the newest resets the window (looping bag, restarted clock)",
+    "scene_center": "fixed model-box centre in fixed_frame [x, y, z] (used when scene_scale > 0)",
+    "scene_scale": "fixed metres per model unit; 0 = estimate centre and scale per window from the cameras",
+    "backend": "local (model in this process) or remote (lrm4d serve)",
+    "checkpoint": "model checkpoint (.safetensors); empty = the embedded default",
+    "device": "auto, cpu, cuda or cuda:N (local backend)",
+    "remote_address": "host:port of lrm4d serve (remote backend)",
+    "remote_token_file": "file holding the bearer token for the remote backend",
+    "remote_timeout_s": "deadline per remote call (s)",
+    "fallback_to_local": "use the local backend while the remote one is down",
+    "forecast_horizons_s": "horizons beyond the newest stamp for ~/gaussians/forecast_<ms>ms (s)",
+    "max_points": "max Gaussians per published cloud (largest opacity kept)",
+    "inference_filter": "drop Gaussians with p(t) < 0.05 or p(t)*opacity < 0.05 (SPEC)",
+    "render_inputs_at_s": "times after the newest stamp at which every input camera is predicted (s)",
+    "render_max_side": "longer side of predicted images (pixels)",
+    "virtual_cameras_json": "JSON list of extra cameras: name, width, height, fx, fy, cx, cy, cam_to_world (4x4), follow",
+    "publish_gaussians_4d": "publish the full 4D set on ~/gaussians_4d (costly on CPU)",
+    "input_qos": "sensor_data (best effort, volatile) or reliable, for image/camera_info subscriptions",
+    "output_qos": "reliable or sensor_data, for published outputs",
+    "qos_depth": "history depth of the QoS profiles",
+    "diagnostics_period_s": "period of /diagnostics messages (s)",
+}
+
+
+# ROS parameter type of each field annotation (the annotations are strings: `from __future__ import annotations`).
+_ROS_TYPES: dict[str, str] = {
+    "bool": "bool",
+    "int": "integer",
+    "float": "double",
+    "str": "string",
+    "tuple[str, ...]": "string_array",
+    "tuple[int, ...]": "integer_array",
+    "tuple[float, ...]": "double_array",
+}
+
+
+@dataclass(frozen=True)
+class ParamDeclaration:
+    """One ROS parameter of the node: name, default in a ROS-typed form, description, ROS type name.
+
+    `default` is what `Node.declare_parameter` gets: a list for arrays (never empty: rclpy infers the
+    type from the default's elements), floats for doubles. `ros_type` is the ParameterType name in
+    lower case ("double_array", ...).
+    """
+
+    name: str
+    default: Any
+    description: str
+    ros_type: str
+
+
+def parameter_declarations() -> list[ParamDeclaration]:
+    """Every NodeParams field as a ROS parameter declaration, in field order (no rclpy needed)."""
+    defaults = NodeParams()
+    out = []
+    for f in fields(NodeParams):
+        ros_type = _ROS_TYPES.get(str(f.type))
+        if ros_type is None:
+            raise TypeError(f"NodeParams.{f.name}: annotation {f.type!r} has no ROS parameter type")
+        default = _coerce(f.name, ros_type, getattr(defaults, f.name))
+        if ros_type.endswith("_array") and not default:
+            raise ValueError(f"NodeParams.{f.name}: an empty list default cannot be declared (rclpy infers the type from it)")
+        out.append(ParamDeclaration(f.name, default, PARAM_DOCS[f.name], ros_type))
+    return out
+
+
+def _coerce(name: str, ros_type: str, value: Any) -> Any:
+    """A parameter value as `ros_type` wants it; integers are accepted for doubles (YAML `10` for 10.0).
+
+    Raises ValueError naming the parameter, the expected type and the value given.
+    """
+    def bad() -> ValueError:
+        return ValueError(f"parameter {name!r} must be of type {ros_type}, got {value!r} ({type(value).__name__})")
+
+    def scalar(kind: str, v: Any) -> Any:
+        if kind == "bool":
+            if isinstance(v, bool):
+                return v
+        elif kind == "integer":
+            if isinstance(v, int) and not isinstance(v, bool):
+                return int(v)
+        elif kind == "double":
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+        elif kind == "string":
+            if isinstance(v, str):
+                return v
+        raise bad()
+
+    if ros_type.endswith("_array"):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise bad()
+        return [scalar(ros_type[: -len("_array")], v) for v in value]
+    return scalar(ros_type, value)
+
+
+def params_from_values(values: Mapping[str, Any]) -> NodeParams:
+    """NodeParams from declared ROS parameter values (lists or array.array for arrays).
+
+    Checks types (integers are fine for doubles), then NodeParams' own validation, then that the
+    window and pipeline configs can be built. Raises ValueError with every problem spelled out.
+    """
+    declared = {d.name: d for d in parameter_declarations()}
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown lrm4d parameters {unknown}")
+    problems, typed = [], {}
+    for name, value in values.items():
+        try:
+            typed[name] = _coerce(name, declared[name].ros_type, value)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise ValueError("invalid lrm4d parameters: " + "; ".join(problems))
+    params = NodeParams.from_dict(typed)
+    try:
+        params.window_config()
+        params.pipeline_config()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"invalid lrm4d parameters: {err}") from err
+    return params
+
+
+def load_params_file(path: str | Path, node_name: str = "lrm4d") -> NodeParams:
+    """Read a ROS 2 parameter YAML (`<node>: ros__parameters: {...}`, or `/**:`) into NodeParams."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for key in (node_name, f"/{node_name}", "/**", "**"):
+        if isinstance(data.get(key), dict) and "ros__parameters" in data[key]:
+            return NodeParams.from_dict(data[key]["ros__parameters"] or {})
+    if "ros__parameters" in data:
+        return NodeParams.from_dict(data["ros__parameters"] or {})
+    raise ValueError(f"{path}: no '{node_name}: ros__parameters:' section")
+
+
+def forecast_topic_suffix(horizon_s: float) -> str:
+    """ROS topic tokens may not start with a digit: 0.5 s -> 'forecast_500ms'."""
+    return f"forecast_{int(round(horizon_s * 1000))}ms"

@@ -1,0 +1,277 @@
+"""`lrm4d replay IN_BAG OUT_BAG --config FILE`: the live node's core, driven from a rosbag2 file.
+
+Reads rosbag2 (mcap or sqlite3) with rosbags, in bag order, and emulates what the node gets live:
+- TF: /tf and /tf_static feed a `TfBuffer`; an image is posed once bag time has passed its arrival
+  by `tf_wait_s` (TF for a stamp often arrives after the image), else it is dropped as tf_missing
+  or tf_extrapolation;
+- sync: posed frames whose stamps lie within `sync_slop_s` form one group (at most one frame per
+  camera), closed when every camera is in or when the bag has moved `tf_wait_s` past it (a camera
+  that stops publishing does not stall the others, which message_filters would);
+- then the same `WindowBuffer` -> `Reconstructor` -> `OutputEncoder` as the node, in bag time.
+
+Writes an mcap rosbag2 with the node's output topics under /lrm4d/ (and /tf, /tf_static copied so
+the output bag plays back in RViz on its own). Bad input never stops the replay: every problem is a
+counter in the summary and in /diagnostics, with a rate-limited log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from lrm4d_core.pipeline import Backend, Reconstructor
+from lrm4d_core.stream import Frame, WindowBuffer
+
+from .msgdefs import RosbagsFactory, make_typestore
+from .params import NodeParams, load_params_file
+from .shell import NODE_NAME, Diagnostics, FrameAssembler, FrameDropped, OutputEncoder, RateLimitedLog
+from .tf import TfBuffer
+
+__all__ = ["ReplaySummary", "ReplayError", "replay", "add_arguments", "main"]
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+
+
+class ReplayError(RuntimeError):
+    """The input cannot be replayed at all (not a bag, no camera topics)."""
+
+
+@dataclass
+class ReplaySummary:
+    frames_in: int = 0
+    windows: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    mean_latency_s: float = math.nan
+    messages_written: int = 0
+    truncated: bool = False
+    seconds: float = 0.0
+    out_bag: str = ""
+
+    def line(self) -> str:
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(self.drops.items())) or "none"
+        return (f"replay: {self.frames_in} frames in, {self.windows} windows, drops: {drops}; mean window latency "
+                f"{self.mean_latency_s:.3f} s; wrote {self.messages_written} messages to {self.out_bag} in {self.seconds:.1f} s"
+                + (" (input bag truncated: read up to the damage)" if self.truncated else ""))
+
+
+@dataclass
+class _Pending:
+    arrival_ns: int
+    camera: str
+    msg: Any
+
+
+@dataclass
+class _Group:
+    stamp_ns: int
+    opened_ns: int
+    frames: dict[str, Frame] = field(default_factory=dict)
+
+
+class _Grouper:
+    """Stamp grouping of posed frames: the replay's stand-in for ApproximateTimeSynchronizer."""
+
+    def __init__(self, cameras: tuple[str, ...], slop_ns: int, wait_ns: int) -> None:
+        self.cameras, self.slop_ns, self.wait_ns = set(cameras), slop_ns, wait_ns
+        self.open: list[_Group] = []
+
+    def add(self, frame: Frame, now_ns: int) -> list[list[Frame]]:
+        for g in self.open:
+            if abs(frame.stamp_ns - g.stamp_ns) <= self.slop_ns and frame.camera not in g.frames:
+                g.frames[frame.camera] = frame
+                break
+        else:
+            self.open.append(_Group(frame.stamp_ns, now_ns, {frame.camera: frame}))
+        return self.close(now_ns)
+
+    def close(self, now_ns: int | None) -> list[list[Frame]]:
+        """Groups that are complete, or (now_ns None: all) that waited long enough; oldest first."""
+        done = [g for g in self.open if now_ns is None or set(g.frames) >= self.cameras or now_ns - g.opened_ns > self.wait_ns]
+        self.open = [g for g in self.open if g not in done]
+        return [sorted(g.frames.values(), key=lambda f: f.camera) for g in sorted(done, key=lambda g: g.stamp_ns)]
+
+
+def _messages(reader: Any, connections: list[Any], summary: ReplaySummary, warn: RateLimitedLog) -> Iterator[tuple[Any, int, bytes]]:
+    """reader.messages(), stopping cleanly (and saying so) where a damaged bag ends."""
+    try:
+        yield from reader.messages(connections=connections)
+    except Exception as err:  # noqa: BLE001 - rosbags raises several types for damaged files
+        summary.truncated = True
+        warn("truncated", f"input bag is damaged or truncated ({type(err).__name__}: {err}); processed what came before")
+
+
+def replay(
+    in_bag: str | Path,
+    out_bag: str | Path,
+    params: NodeParams,
+    backend: Backend,
+    progress: bool = True,
+    copy_tf: bool = True,
+) -> ReplaySummary:
+    """Replay `in_bag` through the reconstruction core and write the node's outputs to `out_bag` (mcap)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    started = time.perf_counter()
+    in_bag, out_bag = Path(in_bag), Path(out_bag)
+    if out_bag.exists():
+        raise ReplayError(f"{out_bag} exists; choose a new output path (rosbag2 writers never overwrite)")
+    typestore = make_typestore()
+    factory = RosbagsFactory(typestore)
+    summary = ReplaySummary(out_bag=str(out_bag))
+    warn = RateLimitedLog(log.warning)
+    diag = Diagnostics()
+    assembler = FrameAssembler(params)
+    tf = TfBuffer(cache_duration_s=max(10.0, 2 * params.window_duration_s))
+    buffer = WindowBuffer(params.window_config(), camera_order=params.cameras)
+    reconstructor = Reconstructor(backend, params.pipeline_config())
+    encoder = OutputEncoder(params, factory, backend.model_id)
+    grouper = _Grouper(params.cameras, int(params.sync_slop_s * NS), int(max(params.tf_wait_s, params.sync_slop_s) * NS))
+    image_topics = {params.image_topic(c): c for c in params.cameras}
+    info_topics = {params.camera_info_topic(c): c for c in params.cameras}
+
+    try:
+        reader = AnyReader([in_bag], default_typestore=typestore)
+        reader.open()
+    except Exception as err:  # noqa: BLE001
+        raise ReplayError(f"cannot open {in_bag} as a rosbag2 (mcap or sqlite3): {type(err).__name__}: {err}") from err
+    try:
+        wanted = [c for c in reader.connections if c.topic in image_topics or c.topic in info_topics or c.topic in ("/tf", "/tf_static")]
+        found = {c.topic for c in wanted}
+        if not found & set(image_topics):
+            raise ReplayError(f"{in_bag} has none of the image topics {sorted(image_topics)}; it has {sorted({c.topic for c in reader.connections})}")
+        for topic in sorted(set(image_topics) - found):
+            warn(f"absent:{topic}", f"camera topic {topic} is not in the bag: that camera never publishes")
+        writer = Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        connections: dict[str, Any] = {}
+
+        def write(topic: str, msgtype: str, msg: Any, stamp_ns: int) -> None:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+            writer.write(connections[topic], stamp_ns, typestore.serialize_cdr(msg, msgtype))
+            summary.messages_written += 1
+
+        def publish(products: Any, now_ns: int) -> None:
+            for rel, msgtype, msg in encoder.encode(products):
+                write(f"/{NODE_NAME}/{rel}", msgtype, msg, products.window.end_ns)
+            write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", diag.to_msg(factory, now_ns), now_ns)
+
+        def run_group(group: list[Frame], now_ns: int) -> None:
+            window = buffer.add_step(group)
+            if window is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                products = reconstructor.process(window)
+            except Exception as err:  # noqa: BLE001 - a failed window must not end the replay
+                diag.frame_dropped("reconstruction_failed")
+                warn("reconstruction", f"window ending {window.end_ns / NS:.3f} s failed: {type(err).__name__}: {err}")
+                return
+            diag.window_done(products, time.perf_counter() - t0)
+            publish(products, now_ns)
+
+        def pose_ready(now_ns: int | None) -> None:
+            while pending and (now_ns is None or now_ns - pending[0].arrival_ns >= params.tf_wait_s * NS):
+                item = pending.pop(0)
+                try:
+                    frame = assembler.make_frame(item.camera, item.msg, tf.lookup)
+                except FrameDropped as drop:
+                    diag.frame_dropped(drop.reason)
+                    warn(drop.reason, f"dropped frame: {drop}")
+                    continue
+                for group in grouper.add(frame, item.arrival_ns if now_ns is None else now_ns):
+                    run_group(group, now_ns if now_ns is not None else item.arrival_ns)
+            for group in grouper.close(now_ns):
+                run_group(group, now_ns if now_ns is not None else group[-1].stamp_ns)
+
+        pending: list[_Pending] = []
+        last_tf_stamp = -(2**62)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(c.msgcount for c in wanted), desc="replay", unit="msg", dynamic_ncols=True)
+        for conn, t_ns, raw in _messages(reader, wanted, summary, warn):
+            if bar is not None:
+                bar.update(1)
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as err:  # noqa: BLE001
+                diag.frame_dropped("undecodable_message")
+                warn("undecodable", f"{conn.topic}: cannot decode message at {t_ns / NS:.3f} s: {err}")
+                continue
+            if conn.topic in ("/tf", "/tf_static"):
+                static = conn.topic == "/tf_static"
+                stamps = [t.header.stamp.sec * NS + t.header.stamp.nanosec for t in msg.transforms]
+                if not static and stamps:
+                    if max(stamps) < last_tf_stamp - params.jump_back_s * NS:
+                        tf.clear_dynamic()
+                        warn("tf_jump", "TF time jumped back: dynamic transforms cleared")
+                        last_tf_stamp = max(stamps)
+                    last_tf_stamp = max(last_tf_stamp, max(stamps))
+                ignored = tf.add(msg, static=static)
+                if ignored:
+                    diag.frame_dropped("tf_ignored")
+                if copy_tf:
+                    write(conn.topic, TF_TYPE, msg, t_ns)
+            elif conn.topic in info_topics:
+                try:
+                    assembler.update_camera_info(info_topics[conn.topic], msg)
+                except FrameDropped as drop:
+                    diag.frame_dropped(drop.reason)
+                    warn(drop.reason, str(drop))
+            else:
+                camera = image_topics[conn.topic]
+                summary.frames_in += 1
+                diag.frame_received(camera, t_ns)
+                pending.append(_Pending(t_ns, camera, msg))
+            pose_ready(t_ns)
+        pose_ready(None)
+        if bar is not None:
+            bar.close()
+        writer.close()
+    finally:
+        reader.close()
+    summary.windows = diag.counters["windows"]
+    summary.drops = {**dict(diag.drops), **{k: v for k, v in buffer.counters.items() if k in ("late_dropped", "duplicate_dropped", "time_jump_resets")}}
+    summary.mean_latency_s = diag.mean_latency()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("in_bag", help="input rosbag2 (directory or .mcap / .db3)")
+    parser.add_argument("out_bag", help="output rosbag2 directory (mcap), must not exist")
+    parser.add_argument("--config", default=None, help="node parameters YAML (config/reconstruct.yaml layout)")
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the config's, else the embedded default)")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the config's)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .backend import make_backend
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params_file(args.config) if args.config else NodeParams()
+    overrides = {k: v for k, v in (("checkpoint", args.checkpoint), ("device", args.device)) if v}
+    params = dataclasses.replace(params, **overrides)
+    backend = make_backend(params)
+    try:
+        summary = replay(args.in_bag, args.out_bag, params, backend, progress=not args.no_progress)
+    except ReplayError as err:
+        print(f"lrm4d replay: {err}")
+        return 2
+    print(summary.line())
+    return 0
