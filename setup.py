@@ -48,6 +48,7 @@ setup(
         "pytransform3d",
         "pillow",
         "scikit-image",
+        "pyyaml",  # node parameter files (ros2_lrm4d.params), training configs
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "catkin_pkg", "gsplat", "plyfile"],

@@ -89,18 +89,22 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for `lrm4d` with every registered subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for `lrm4d`. Every subcommand is listed; with `only`, just that one gets
+    its arguments, so running one command never imports the others' modules (torch, ROS shells)."""
     parser = argparse.ArgumentParser(
         prog="lrm4d", description="Reconstruct dynamic scenes as 4D Gaussians with a 4D-LRM transformer."
     )
     parser.add_argument("--version", action="version", version=f"lrm4d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in SUBCOMMANDS.items():
+        subparser = sub.add_parser(name, help=command.help, description=command.help)
+        if name != only:
+            continue
         add_arguments = command.add_arguments
         if isinstance(add_arguments, str):
             add_arguments = _load(add_arguments)
-        add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+        add_arguments(subparser)
     return parser
 
 
@@ -112,7 +116,8 @@ def _load(target: str) -> Callable[..., int | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `lrm4d` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=next((a for a in argv if not a.startswith("-")), None))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors

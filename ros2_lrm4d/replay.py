@@ -100,13 +100,86 @@ class _Grouper:
         return [sorted(g.frames.values(), key=lambda f: f.camera) for g in sorted(done, key=lambda g: g.stamp_ns)]
 
 
-def _messages(reader: Any, connections: list[Any], summary: ReplaySummary, warn: RateLimitedLog) -> Iterator[tuple[Any, int, bytes]]:
-    """reader.messages(), stopping cleanly (and saying so) where a damaged bag ends."""
-    try:
-        yield from reader.messages(connections=connections)
-    except Exception as err:  # noqa: BLE001 - rosbags raises several types for damaged files
-        summary.truncated = True
-        warn("truncated", f"input bag is damaged or truncated ({type(err).__name__}: {err}); processed what came before")
+class _BagSource:
+    """Messages of a rosbag2 as (topic, type, log time, raw CDR). rosbags' AnyReader when the bag
+    opens; for an .mcap whose end is damaged (a recording cut off by a crash or a full disk, which
+    AnyReader refuses), mcap's stream reader, which yields every complete chunk up to the damage."""
+
+    def __init__(self, path: Path, typestore: Any, summary: ReplaySummary, warn: RateLimitedLog) -> None:
+        from rosbags.highlevel import AnyReader
+
+        self.path, self.typestore, self.summary, self.warn = path, typestore, summary, warn
+        self.reader = None
+        try:
+            self.reader = AnyReader([path], default_typestore=typestore)
+            self.reader.open()
+            self.topics = {c.topic: c.msgtype for c in self.reader.connections}
+        except Exception as err:  # noqa: BLE001 - rosbags raises several types for damaged files
+            self.reader = None
+            self.mcap = next(iter(sorted(path.glob("*.mcap"))), None) if path.is_dir() else (path if path.suffix == ".mcap" else None)
+            self.topics = self._mcap_topics() if self.mcap is not None else None
+            if not self.topics:
+                raise ReplayError(f"cannot open {path} as a rosbag2 (mcap or sqlite3): {type(err).__name__}: {err}") from err
+            summary.truncated = True
+            warn("truncated", f"{path} is damaged ({err}); reading the mcap stream up to the damage")
+
+    def _mcap_records(self) -> Iterator[Any]:
+        from mcap.stream_reader import StreamReader
+
+        with open(self.mcap, "rb") as f:
+            try:
+                yield from StreamReader(f, skip_magic=False).records
+            except Exception as err:  # noqa: BLE001 - the damage: end of the readable part
+                self.summary.truncated = True
+                self.warn("truncated", f"{self.mcap}: stream ends in damage ({type(err).__name__}); stopped there")
+
+    def _mcap_topics(self) -> dict[str, str]:
+        from mcap.records import Channel, Schema
+
+        schemas, topics = {}, {}
+        for rec in self._mcap_records():
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec.name
+            elif isinstance(rec, Channel) and rec.schema_id in schemas:
+                topics[rec.topic] = schemas[rec.schema_id]
+        return topics
+
+    def count(self, topics: set[str]) -> int | None:
+        if self.reader is None:
+            return None
+        return sum(c.msgcount for c in self.reader.connections if c.topic in topics)
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
+        if self.reader is not None:
+            wanted = [c for c in self.reader.connections if c.topic in topics]
+            try:
+                for conn, t_ns, raw in self.reader.messages(connections=wanted):
+                    yield conn.topic, conn.msgtype, t_ns, raw
+            except Exception as err:  # noqa: BLE001
+                self.summary.truncated = True
+                self.warn("truncated", f"input bag is damaged ({type(err).__name__}: {err}); processed what came before")
+            return
+        from mcap.records import Channel, Message, Schema
+
+        schemas, channels = {}, {}
+        for rec in self._mcap_records():
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec.name
+            elif isinstance(rec, Channel):
+                channels[rec.id] = (rec.topic, schemas.get(rec.schema_id, ""))
+            elif isinstance(rec, Message) and rec.channel_id in channels:
+                topic, msgtype = channels[rec.channel_id]
+                if topic in topics:
+                    yield topic, msgtype, rec.log_time, rec.data
+
+    def deserialize(self, raw: bytes, msgtype: str) -> Any:
+        if self.reader is not None:
+            return self.reader.deserialize(raw, msgtype)
+        return self.typestore.deserialize_cdr(raw, msgtype)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
 
 def replay(
@@ -118,7 +191,6 @@ def replay(
     copy_tf: bool = True,
 ) -> ReplaySummary:
     """Replay `in_bag` through the reconstruction core and write the node's outputs to `out_bag` (mcap)."""
-    from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     started = time.perf_counter()
@@ -139,16 +211,12 @@ def replay(
     image_topics = {params.image_topic(c): c for c in params.cameras}
     info_topics = {params.camera_info_topic(c): c for c in params.cameras}
 
+    source = _BagSource(in_bag, typestore, summary, warn)
     try:
-        reader = AnyReader([in_bag], default_typestore=typestore)
-        reader.open()
-    except Exception as err:  # noqa: BLE001
-        raise ReplayError(f"cannot open {in_bag} as a rosbag2 (mcap or sqlite3): {type(err).__name__}: {err}") from err
-    try:
-        wanted = [c for c in reader.connections if c.topic in image_topics or c.topic in info_topics or c.topic in ("/tf", "/tf_static")]
-        found = {c.topic for c in wanted}
+        wanted = {t for t in source.topics if t in image_topics or t in info_topics or t in ("/tf", "/tf_static")}
+        found = wanted
         if not found & set(image_topics):
-            raise ReplayError(f"{in_bag} has none of the image topics {sorted(image_topics)}; it has {sorted({c.topic for c in reader.connections})}")
+            raise ReplayError(f"{in_bag} has none of the image topics {sorted(image_topics)}; it has {sorted(source.topics)}")
         for topic in sorted(set(image_topics) - found):
             warn(f"absent:{topic}", f"camera topic {topic} is not in the bag: that camera never publishes")
         writer = Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -162,8 +230,10 @@ def replay(
             summary.messages_written += 1
 
         def publish(products: Any, now_ns: int) -> None:
+            # header stamps are the source stamps (the window end); the log (receive) time is the bag
+            # time at which the node would have published, so log time stays monotonic in a looping bag
             for rel, msgtype, msg in encoder.encode(products):
-                write(f"/{NODE_NAME}/{rel}", msgtype, msg, products.window.end_ns)
+                write(f"/{NODE_NAME}/{rel}", msgtype, msg, now_ns)
             write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", diag.to_msg(factory, now_ns), now_ns)
 
         def run_group(group: list[Frame], now_ns: int) -> None:
@@ -200,18 +270,18 @@ def replay(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=sum(c.msgcount for c in wanted), desc="replay", unit="msg", dynamic_ncols=True)
-        for conn, t_ns, raw in _messages(reader, wanted, summary, warn):
+            bar = tqdm(total=source.count(wanted), desc="replay", unit="msg", dynamic_ncols=True)
+        for topic, msgtype, t_ns, raw in source.messages(wanted):
             if bar is not None:
                 bar.update(1)
             try:
-                msg = reader.deserialize(raw, conn.msgtype)
+                msg = source.deserialize(raw, msgtype)
             except Exception as err:  # noqa: BLE001
                 diag.frame_dropped("undecodable_message")
-                warn("undecodable", f"{conn.topic}: cannot decode message at {t_ns / NS:.3f} s: {err}")
+                warn("undecodable", f"{topic}: cannot decode message at {t_ns / NS:.3f} s: {err}")
                 continue
-            if conn.topic in ("/tf", "/tf_static"):
-                static = conn.topic == "/tf_static"
+            if topic in ("/tf", "/tf_static"):
+                static = topic == "/tf_static"
                 stamps = [t.header.stamp.sec * NS + t.header.stamp.nanosec for t in msg.transforms]
                 if not static and stamps:
                     if max(stamps) < last_tf_stamp - params.jump_back_s * NS:
@@ -223,15 +293,15 @@ def replay(
                 if ignored:
                     diag.frame_dropped("tf_ignored")
                 if copy_tf:
-                    write(conn.topic, TF_TYPE, msg, t_ns)
-            elif conn.topic in info_topics:
+                    write(topic, TF_TYPE, msg, t_ns)
+            elif topic in info_topics:
                 try:
-                    assembler.update_camera_info(info_topics[conn.topic], msg)
+                    assembler.update_camera_info(info_topics[topic], msg)
                 except FrameDropped as drop:
                     diag.frame_dropped(drop.reason)
                     warn(drop.reason, str(drop))
             else:
-                camera = image_topics[conn.topic]
+                camera = image_topics[topic]
                 summary.frames_in += 1
                 diag.frame_received(camera, t_ns)
                 pending.append(_Pending(t_ns, camera, msg))
@@ -241,7 +311,7 @@ def replay(
             bar.close()
         writer.close()
     finally:
-        reader.close()
+        source.close()
     summary.windows = diag.counters["windows"]
     summary.drops = {**dict(diag.drops), **{k: v for k, v in buffer.counters.items() if k in ("late_dropped", "duplicate_dropped", "time_jump_resets")}}
     summary.mean_latency_s = diag.mean_latency()

@@ -241,6 +241,9 @@ class Diagnostics:
         self._latencies.append(latency_s)
         for k, v in products.timings.items():
             self._stages[k].append(v)
+        for k, v in getattr(products, "counters", {}).items():  # pipeline counters (empty clouds, pruned points)
+            if k != "windows":
+                self.counters[f"pipeline/{k}"] = v
 
     def rates(self, now_ns: int) -> dict[str, float]:
         out = {}

@@ -281,7 +281,7 @@ def test_cli_usage_errors(capsys):
 
 
 def test_cli_demo_defaults():
-    args = cli.build_parser().parse_args(["demo"])
+    args = cli.build_parser(only="demo").parse_args(["demo"])
     assert (args.out, args.size, args.frames, args.device) == ("lrm4d_demo_out", 128, 16, "auto")
 
 
