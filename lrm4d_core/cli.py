@@ -63,7 +63,7 @@ def synth_main(args: argparse.Namespace) -> int:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "demo": Subcommand(
         help="reconstruct a synthetic dynamic scene end to end and write the results",
-        target="lrm4d_core.demo:main",
+        target="ros2_lrm4d.demo:main",
         add_arguments=_demo_arguments,
     ),
     "model-info": Subcommand(
@@ -76,10 +76,30 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         target="lrm4d_core.cli:synth_main",
         add_arguments=_synth_arguments,
     ),
+    "export": Subcommand(
+        help="write the Gaussians of an output bag at a time as a 3DGS PLY and/or a coloured point cloud",
+        target="ros2_lrm4d.export:export_main",
+        add_arguments="ros2_lrm4d.export:add_export_arguments",
+    ),
+    "view": Subcommand(
+        help="play the 4D reconstruction of an output bag in an open3d window",
+        target="ros2_lrm4d.export:view_main",
+        add_arguments="ros2_lrm4d.export:add_view_arguments",
+    ),
     "replay": Subcommand(
         help="run the reconstruction node's core over a rosbag2 and write its outputs to a new bag",
         target="ros2_lrm4d.replay:main",
         add_arguments="ros2_lrm4d.replay:add_arguments",
+    ),
+    "eval": Subcommand(
+        help="evaluate a model and the baselines under the SPEC §4 protocols (tables, JSON, figure)",
+        target="lrm4d_core.eval.run:main",
+        add_arguments="lrm4d_core.eval.run:add_arguments",
+    ),
+    "serve": Subcommand(
+        help="serve a model over gRPC for remote reconstruction (the node's backend:=remote)",
+        target="lrm4d_core.serve.server:main",
+        add_arguments="lrm4d_core.serve.server:add_arguments",
     ),
     "train": Subcommand(
         help="train or fine-tune a model (one process, or many under torchrun)",

@@ -22,11 +22,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from lrm4d_core.pipeline import Backend, Reconstructor
+from lrm4d_core.pipeline import Backend, Products, Reconstructor
 from lrm4d_core.stream import Frame, WindowBuffer
 
 from .msgdefs import RosbagsFactory, make_typestore
@@ -189,8 +189,10 @@ def replay(
     backend: Backend,
     progress: bool = True,
     copy_tf: bool = True,
+    on_products: Callable[[Products], None] | None = None,
 ) -> ReplaySummary:
-    """Replay `in_bag` through the reconstruction core and write the node's outputs to `out_bag` (mcap)."""
+    """Replay `in_bag` through the reconstruction core and write the node's outputs to `out_bag` (mcap).
+    `on_products` sees every window's products (the demo collects them for its figures)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     started = time.perf_counter()
@@ -245,10 +247,14 @@ def replay(
                 products = reconstructor.process(window)
             except Exception as err:  # noqa: BLE001 - a failed window must not end the replay
                 diag.frame_dropped("reconstruction_failed")
+                diag.update_backend(backend, err)
                 warn("reconstruction", f"window ending {window.end_ns / NS:.3f} s failed: {type(err).__name__}: {err}")
                 return
             diag.window_done(products, time.perf_counter() - t0)
+            diag.update_backend(backend)
             publish(products, now_ns)
+            if on_products is not None:
+                on_products(products)
 
         def pose_ready(now_ns: int | None) -> None:
             while pending and (now_ns is None or now_ns - pending[0].arrival_ns >= params.tf_wait_s * NS):
