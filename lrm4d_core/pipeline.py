@@ -176,7 +176,7 @@ class LocalBackend:
                     scene: SceneNormalization | None) -> Reconstruction:
         from .model.api import reconstruct
 
-        return reconstruct(self.model, list(images), cameras, times, scene=scene)
+        return reconstruct(self.model, list(images), cameras, times, scene=scene, world=False)  # 4D world set: lazily, per Products
 
 
 def prune(cloud: Gaussians3D, max_points: int) -> Gaussians3D:

@@ -15,9 +15,46 @@ log = logging.getLogger(__name__)
 
 def make_backend(params: NodeParams) -> Backend:
     """The backend `params` ask for. The local model is the checkpoint named, else the embedded
-    default; without either (a source checkout before training) random tiny weights, said loudly."""
+    default; without either (a source checkout before training) random tiny weights, said loudly.
+
+    Remote: a `lrm4d_core.serve.client.RemoteBackend` for `remote_address`, token from
+    `remote_token_file` (else the LRM4D_TOKEN environment variable), deadline `remote_timeout_s`,
+    TLS when `remote_tls_ca_file` is set, and the local backend as fallback with
+    `fallback_to_local`. A server that is down at start-up is fine: the node runs, reports it in
+    diagnostics and connects once the server is up (docs/serving.md).
+    """
     if params.backend == "remote":
-        raise NotImplementedError("the remote backend (lrm4d serve) is not part of this build yet")
+        return _remote_backend(params)
+    return _local_backend(params)
+
+
+def _remote_backend(params: NodeParams) -> Backend:
+    import os
+    from pathlib import Path
+
+    from lrm4d_core.serve.client import RemoteBackend
+    from lrm4d_core.serve.server import TOKEN_ENV
+
+    if params.remote_token_file:
+        token = Path(params.remote_token_file).expanduser().read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"remote_token_file {params.remote_token_file} is empty")
+    else:
+        token = os.environ.get(TOKEN_ENV) or None
+        if token is None:
+            log.warning("no remote_token_file and no %s: calling %s without a token", TOKEN_ENV, params.remote_address)
+    fallback = _local_backend(params) if params.fallback_to_local else None
+    backend = RemoteBackend(
+        # one retry: a live node should not stall much beyond 2 x remote_timeout_s on a dead server
+        params.remote_address, token, timeout_s=params.remote_timeout_s, retries=1, image_encoding=params.remote_image_encoding,
+        tls_ca_file=params.remote_tls_ca_file or None, fallback=fallback,
+    )
+    log.info("remote backend %s (%s)%s", params.remote_address, backend.model_id,
+             ", local fallback" if fallback is not None else "")
+    return backend
+
+
+def _local_backend(params: NodeParams) -> Backend:
     from lrm4d_core.model.api import default_checkpoint, load_model
 
     device = None if params.device == "auto" else params.device

@@ -258,7 +258,7 @@ class LiveWorker:
                 return
             with self.lock:
                 self.diag.frame_dropped("reconstruction_failed")
-                self.diag.backend_status = f"failing ({type(err).__name__})"
+                self.diag.update_backend(getattr(self.reconstructor, "backend", None), err)
             self._warn("reconstruction", f"window ending {window.end_ns / NS:.3f} s failed: {type(err).__name__}: {err}")
             return
         finally:
@@ -277,7 +277,7 @@ class LiveWorker:
             return
         with self.lock:
             self.diag.window_done(products, latency)
-            self.diag.backend_status = "ok"
+            self.diag.update_backend(getattr(self.reconstructor, "backend", None))
             self.diag.extra["output_age_s"] = f"{(self.clock_ns() - window.end_ns) / NS:.3f}"
 
 

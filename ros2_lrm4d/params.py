@@ -48,6 +48,8 @@ class NodeParams:
     remote_token_file: str = ""
     remote_timeout_s: float = 5.0
     fallback_to_local: bool = False
+    remote_image_encoding: str = "jpeg"
+    remote_tls_ca_file: str = ""
     forecast_horizons_s: tuple[float, ...] = (0.5, 1.0)
     max_points: int = 100_000
     inference_filter: bool = True
@@ -70,6 +72,10 @@ class NodeParams:
             problems.append(f"image_transport must be 'raw' or 'compressed', got {self.image_transport!r}")
         if self.backend not in ("local", "remote"):
             problems.append(f"backend must be 'local' or 'remote', got {self.backend!r}")
+        if self.remote_image_encoding not in ("raw", "jpeg", "png"):
+            problems.append(f"remote_image_encoding must be 'raw', 'jpeg' or 'png', got {self.remote_image_encoding!r}")
+        if self.remote_timeout_s <= 0:
+            problems.append("remote_timeout_s must be > 0")
         for q in ("input_qos", "output_qos"):
             if getattr(self, q) not in ("sensor_data", "reliable"):
                 problems.append(f"{q} must be 'sensor_data' or 'reliable', got {getattr(self, q)!r}")
@@ -160,6 +166,8 @@ PARAM_DOCS: dict[str, str] = {
     "remote_token_file": "file holding the bearer token for the remote backend",
     "remote_timeout_s": "deadline per remote call (s)",
     "fallback_to_local": "use the local backend while the remote one is down",
+    "remote_image_encoding": "how images travel to the remote backend: jpeg (smallest), png or raw (lossless)",
+    "remote_tls_ca_file": "CA certificate (PEM) to verify the remote server with TLS; empty = plain TCP",
     "forecast_horizons_s": "horizons beyond the newest stamp for ~/gaussians/forecast_<ms>ms (s)",
     "max_points": "max Gaussians per published cloud (largest opacity kept)",
     "inference_filter": "drop Gaussians with p(t) < 0.05 or p(t)*opacity < 0.05 (SPEC)",

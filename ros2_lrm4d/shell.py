@@ -226,6 +226,18 @@ class Diagnostics:
         self.extra: dict[str, str] = {}
         self.warnings: dict[str, str] = {}
 
+    def update_backend(self, backend: Any, error: BaseException | None = None) -> None:
+        """Backend health after a window: "ok", "failing (<error type>)", and for backends that report
+        on themselves (the remote one: `status`, `counters`) their account, e.g. circuit open and
+        answering from the local fallback, with counters as `backend/<name>` entries."""
+        own = getattr(backend, "status", "ok")
+        if error is not None:
+            self.backend_status = f"failing ({type(error).__name__})" + ("" if own == "ok" else f": {own}")
+        else:
+            self.backend_status = own
+        for key, value in dict(getattr(backend, "counters", {})).items():
+            self.extra[f"backend/{key}"] = str(value)
+
     def frame_received(self, camera: str, now_ns: int) -> None:
         self.counters["frames_in"] += 1
         q = self._arrivals[camera]
