@@ -304,3 +304,16 @@ def test_cli_dispatches_lazily(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(cli.SUBCOMMANDS, "broken", cli.Subcommand("broken", "_lrm4d_broken_target:main", lambda p: None))
     with pytest.raises(ModuleNotFoundError, match="_lrm4d_missing_dependency"):
         cli.main(["broken"])
+
+
+def test_readme_documents_every_node_parameter_and_output_field():
+    from dataclasses import fields
+
+    from ros2_lrm4d.convert import GAUSSIAN3D_FIELDS
+    from ros2_lrm4d.params import NodeParams
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f.name for f in fields(NodeParams) if f"| `{f.name}` |" not in readme]
+    assert missing == [], f"README parameter table lacks {missing}"
+    for name in GAUSSIAN3D_FIELDS:
+        assert f"`{name}" in readme or f" {name}" in readme, name
