@@ -34,7 +34,7 @@ setup(
     packages=find_packages(include=["lrm4d_core", "lrm4d_core.*", "ros2_lrm4d", "ros2_lrm4d.*"]),
     # A copy of msg/GaussianCloud4D.msg (tests check they are identical), so that code running
     # outside ROS can register the message with rosbags.
-    package_data={"ros2_lrm4d": ["msg_defs/*.msg"], "lrm4d_core": ["serve/lrm4d.proto"]},
+    package_data={"ros2_lrm4d": ["msg_defs/*.msg"], "lrm4d_core": ["serve/lrm4d.proto", "weights/*.safetensors"]},
     install_requires=[
         # Install torch first (README): `pip install torch==2.13.0` picks the CPU or CUDA build you
         # want, and then this range installs nothing more.

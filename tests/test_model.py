@@ -543,3 +543,20 @@ def test_model_info_json(tmp_path, capsys):
     assert _info(["--checkpoint", str(tmp_path / "bad.safetensors")]) == 1
     assert "not an lrm4d checkpoint" in capsys.readouterr().err
     assert _info(["--preset", "huge"]) == 1
+
+
+def test_convert_checkpoint_to_float16_loads_and_matches(tmp_path):
+    from lrm4d_core.io.checkpoint import convert_checkpoint, load_checkpoint, save_checkpoint
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+
+    torch.manual_seed(0)
+    model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2, image_size=(16, 16))).eval()
+    src = save_checkpoint(tmp_path / "a.safetensors", model, provenance={"run": "x"})
+    dst = convert_checkpoint(src, tmp_path / "b.safetensors", provenance_update={"shipped": True})
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    half, _, prov = load_checkpoint(dst)
+    assert prov["run"] == "x" and prov["shipped"] is True and prov["stored_dtype"] == "torch.float16"
+    for (k, a), (_, b) in zip(model.state_dict().items(), half.state_dict().items()):
+        assert b.dtype == a.dtype
+        torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)

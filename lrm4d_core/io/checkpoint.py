@@ -40,6 +40,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "save_checkpoint",
+    "convert_checkpoint",
     "load_checkpoint",
     "read_checkpoint_header",
     "CheckpointHeader",
@@ -262,3 +263,25 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return model, config, header.provenance
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype = torch.float16,
+                       provenance_update: dict | None = None) -> Path:
+    """Copy a checkpoint with its floating-point weights cast to `dtype` (e.g. to ship a smaller
+    file; `load_checkpoint` casts back to the model's dtype). Header and provenance are kept, with
+    `provenance_update` merged in; the tensors are checked against the stored config first."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model, config, provenance = load_checkpoint(src, device="cpu")
+    header = read_checkpoint_header(src)
+    with safe_open(str(header.path), framework="pt", device="cpu") as f:
+        meta = dict(f.metadata())
+    meta["provenance"] = json.dumps({**provenance, **(provenance_update or {}), "stored_dtype": str(dtype)}, sort_keys=True)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, dst)
+    return dst
