@@ -420,18 +420,36 @@ def test_background_compositing():
 
 
 # ----------------------------------------------------------------------------- 6. gsplat parity
+def _close_but_for_rare_flips(ours: torch.Tensor, ref: torch.Tensor, atol: float) -> None:
+    """Both renderers run in float32: a splat whose alpha is within rounding of 1/255, or a pixel
+    whose transmittance is within rounding of 1e-4, can flip between them and move that pixel by
+    up to ~1/255. Such flips are rare; everything else must agree to atol."""
+    diff = (ours - ref).detach().abs()
+    assert float((diff > atol).double().mean()) < 1e-3, float(diff.max())
+    assert float(diff.max()) < 5e-3
+
+
 @pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 @pytest.mark.parametrize("packed", [False, True])
 def test_torch_backend_matches_gsplat(packed):
     cams = make_cameras(3, 96, 72, torch.float32).to(device="cuda")
     g = make_gaussians(3000, seed=9, dtype=torch.float32, spread=1.5).to(device="cuda")
     bg = torch.tensor([0.2, 0.3, 0.4], device="cuda")
-    ours = rasterize(g, cams, bg, backend="torch")
-    ref = rasterize(g, cams, bg, backend="gsplat", packed=packed)
+    outs, grads = [], []
+    for backend, options in (("torch", {}), ("gsplat", {"packed": packed})):
+        leaves = [t.clone().requires_grad_(True) for t in (g.means, g.covars, g.opacities, g.colors)]
+        out = rasterize(Gaussians3D(*leaves, g.velocities), cams, bg, backend=backend, **options)
+        (out.color.square().sum() + out.alpha.sum() + 0.1 * out.depth.sum()).backward()
+        outs.append(out)
+        grads.append([leaf.grad for leaf in leaves])
+    ours, ref = outs
     assert isinstance(ref, RenderOutput) and ref.color.shape == ours.color.shape
-    torch.testing.assert_close(ours.color, ref.color, atol=1e-3, rtol=0)
-    torch.testing.assert_close(ours.alpha, ref.alpha, atol=1e-3, rtol=0)
+    assert float(ref.alpha.detach().mean()) > 0.3
+    _close_but_for_rare_flips(ours.color, ref.color, 1e-3)
+    _close_but_for_rare_flips(ours.alpha, ref.alpha, 1e-3)
     visible = ref.alpha > 0.05
-    torch.testing.assert_close(ours.depth[visible], ref.depth[visible], atol=1e-2, rtol=1e-3)
+    _close_but_for_rare_flips(ours.depth[visible] / 10, ref.depth[visible] / 10, 1e-3)  # depths ~3-5
     # Radii are ceil()ed in float32 with fast-math logs on the GPU: allow a few boundary flips.
     assert abs(ours.stats["n_visible"] - ref.stats["n_visible"]) <= 6
+    for a, b in zip(*grads):  # same gradients, up to float32 noise and the rare flips above
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
