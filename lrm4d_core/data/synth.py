@@ -31,6 +31,7 @@ import numpy as np
 
 from .format import SCENE_FILE, SceneWriter
 from .rigs import DEFAULT_OBJECT_VIEWS, driving_rig, object_rig
+from lrm4d_core.argtypes import parse_color
 from .scenes import random_driving_scene, random_object_scene
 
 __all__ = ["RIGS", "DEFAULT_FPS", "scene_name", "synth_scene", "synth_dataset", "add_arguments", "main"]
@@ -228,17 +229,6 @@ def _parse_views(text: str) -> dict:
     return {"canonical": c, "moving": m, "random": r}
 
 
-def _parse_color(text: str) -> tuple:
-    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
-    if text in named:
-        return named[text]
-    try:
-        rgb = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        rgb = ()
-    if len(rgb) != 3 or not all(0 <= x <= 1 for x in rgb):
-        raise argparse.ArgumentTypeError(f"expected white|black|gray or R,G,B in [0, 1], got {text!r}")
-    return rgb
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -255,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--start", type=int, default=0, help="index of the first scene (to extend or shard a dataset)")
     parser.add_argument("--views", type=_parse_views, default=None, metavar="C,M,R", help="object rig: canonical, moving, random-orbit view counts (default 4,2,2)")
     parser.add_argument("--supersample", type=int, default=1, help="s x s rays per pixel for anti-aliased colour (default 1)")
-    parser.add_argument("--background", type=_parse_color, default=(1.0, 1.0, 1.0), help="object rig background: white|black|gray|R,G,B (default white)")
+    parser.add_argument("--background", type=parse_color, default=(1.0, 1.0, 1.0), help="object rig background: white|black|gray|R,G,B (default white)")
     parser.add_argument("--no-depth", action="store_true", help="do not write depth maps")
     parser.add_argument("--no-mask", action="store_true", help="do not write masks")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")

@@ -45,6 +45,8 @@ import time as _time
 from pathlib import Path
 from typing import Any, Sequence
 
+from lrm4d_core.argtypes import parse_color
+
 __all__ = ["evaluate", "add_arguments", "main", "FIGURE_PROTOCOL_ORDER"]
 
 log = logging.getLogger(__name__)
@@ -441,17 +443,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _color(text: str) -> tuple[float, float, float]:
-    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
-    if text in named:
-        return named[text]
-    try:
-        rgb = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        rgb = ()
-    if len(rgb) != 3 or not all(0.0 <= x <= 1.0 for x in rgb):
-        raise argparse.ArgumentTypeError(f"expected white|black|gray or R,G,B in [0, 1], got {text!r}")
-    return rgb  # type: ignore[return-value]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -472,7 +463,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-gaussians", type=_positive_int, default=4096, metavar="N",
                         help="Gaussians in the test-time fit (default: %(default)s)")
     parser.add_argument("--no-fit", action="store_true", help="skip the test-time fit baseline")
-    parser.add_argument("--background", type=_color, default=None, metavar="COLOR",
+    parser.add_argument("--background", type=parse_color, default=None, metavar="COLOR",
                         help="override the background: white|black|gray|R,G,B (default: per scene, white if unrecorded)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-view draws and of the fit (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")

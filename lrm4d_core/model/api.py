@@ -53,6 +53,8 @@ __all__ = [
     "load_model",
     "default_checkpoint",
     "prepare_images",
+    "prepare_window",
+    "PreparedWindow",
     "estimate_scene_normalization",
     "reconstruct",
     "render",
@@ -225,7 +227,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reconstruct(
+@dataclass(frozen=True)
+class PreparedWindow:
+    """A window as the network takes it: pixels [V, 3, H, W] at the model resolution on the model's
+    device, the V cameras in the model box (float32) and model times [V], plus the normalizations."""
+
+    pixels: Tensor
+    cameras: Cameras
+    times: Tensor
+    scene: SceneNormalization
+    time: TimeNormalization
+
+
+def prepare_window(
     model: LRM4D,
     images: Any,
     cameras: Cameras,
@@ -233,23 +247,9 @@ def reconstruct(
     scene: SceneNormalization | None = None,
     time: TimeNormalization | None = None,
     image_size: tuple[int, int] | None = None,
-    world: bool = True,
-) -> Reconstruction:
-    """Reconstruct one window of V posed, timed images as 4D Gaussians in the caller's frame.
-
-    Args:
-        model: an `LRM4D` (its device is used).
-        images: V images, any form `prepare_images` accepts, all of size cameras.width x height.
-        cameras: the V cameras (world frame, float64 preferred), image size of `images`.
-        times: [V] capture times in seconds (float64 numpy, tensor or list).
-        scene, time: normalizations to use; estimated from the cameras / times when None.
-        image_size: (H, W) to run the model at; default `model.config.image_size`.
-        world: compute `Reconstruction.gaussians` (the 4D set in the fixed frame) now; with False
-            it is computed on first access (use `rec.slice(t)` / `render(rec, ...)` meanwhile).
-    Returns:
-        `Reconstruction`: `.gaussians` in the fixed frame, normalizations, timings.
-    """
-    t0 = _time.perf_counter()
+) -> PreparedWindow:
+    """Resize, rescale intrinsics and normalize one window exactly as `reconstruct` does (the
+    inference server batches these). Arguments as in `reconstruct`."""
     device = model.device
     config = model.config
     pixels = prepare_images(images)
@@ -279,6 +279,38 @@ def reconstruct(
         time = TimeNormalization.spanning(float(times64.min()), float(times64.max()))
     model_cams = scene.cameras_to_model(cams).to(device=device, dtype=torch.float32)
     model_times = time.to_model(times64).to(device=device, dtype=torch.float32)
+    return PreparedWindow(pixels, model_cams, model_times, scene, time)
+
+
+def reconstruct(
+    model: LRM4D,
+    images: Any,
+    cameras: Cameras,
+    times: Any,
+    scene: SceneNormalization | None = None,
+    time: TimeNormalization | None = None,
+    image_size: tuple[int, int] | None = None,
+    world: bool = True,
+) -> Reconstruction:
+    """Reconstruct one window of V posed, timed images as 4D Gaussians in the caller's frame.
+
+    Args:
+        model: an `LRM4D` (its device is used).
+        images: V images, any form `prepare_images` accepts, all of size cameras.width x height.
+        cameras: the V cameras (world frame, float64 preferred), image size of `images`.
+        times: [V] capture times in seconds (float64 numpy, tensor or list).
+        scene, time: normalizations to use; estimated from the cameras / times when None.
+        image_size: (H, W) to run the model at; default `model.config.image_size`.
+        world: compute `Reconstruction.gaussians` (the 4D set in the fixed frame) now; with False
+            it is computed on first access (use `rec.slice(t)` / `render(rec, ...)` meanwhile).
+    Returns:
+        `Reconstruction`: `.gaussians` in the fixed frame, normalizations, timings.
+    """
+    t0 = _time.perf_counter()
+    device = model.device
+    prepared = prepare_window(model, images, cameras, times, scene, time, image_size)
+    pixels, model_cams, model_times = prepared.pixels, prepared.cameras, prepared.times
+    scene, time = prepared.scene, prepared.time
     _sync(device)
     t1 = _time.perf_counter()
     with torch.inference_mode():

@@ -37,10 +37,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization
-from lrm4d_core.model.api import estimate_scene_normalization, prepare_images
+from lrm4d_core.model.api import prepare_window
 
 __all__ = ["WorkItem", "WorkResult", "Engine", "EngineStats"]
 
@@ -262,27 +261,13 @@ class Engine:
 
 
 def _prepare(model: torch.nn.Module, item: WorkItem) -> dict[str, Any]:
-    """`model.api.reconstruct()`'s preparation for one request (keep the two in step)."""
+    """`model.api.reconstruct()`'s preparation for one request (the same function)."""
     t0 = time.perf_counter()
-    device, config = model.device, model.config
-    pixels = prepare_images(item.images)
-    V, _, H_in, W_in = pixels.shape
+    H_in, W_in = item.images[0].shape[:2]
     cameras = Cameras(torch.from_numpy(item.K), torch.from_numpy(item.cam_to_world), W_in, H_in)
-    times64 = torch.from_numpy(np.asarray(item.times, dtype=np.float64)).reshape(-1)
-    H, W = config.image_size
-    pixels = pixels.to(device)
-    if (H, W) != (H_in, W_in):
-        downscale = H < H_in or W < W_in
-        pixels = F.interpolate(pixels, size=(H, W), mode="bilinear", align_corners=False, antialias=downscale)
-        pixels = pixels.clamp(0.0, 1.0)
-    cams = cameras.resized(W, H) if (H, W) != (H_in, W_in) else cameras
-    cams = cams.to(device="cpu", dtype=torch.float64)
-    scene = item.scene if item.scene is not None else estimate_scene_normalization(cams, config)
-    time_norm = TimeNormalization.spanning(float(times64.min()), float(times64.max()))
-    model_cams = scene.cameras_to_model(cams).to(device=device, dtype=torch.float32)
-    model_times = time_norm.to_model(times64).to(device=device, dtype=torch.float32)
-    return {"pixels": pixels, "cams": model_cams, "times": model_times, "scene": scene, "time": time_norm,
-            "size": (H, W), "prepare_s": time.perf_counter() - t0}
+    p = prepare_window(model, item.images, cameras, item.times, scene=item.scene)
+    return {"pixels": p.pixels, "cams": p.cameras, "times": p.times, "scene": p.scene, "time": p.time,
+            "size": tuple(p.pixels.shape[-2:]), "prepare_s": time.perf_counter() - t0}
 
 
 def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tuple[bytes, int, float]]:
