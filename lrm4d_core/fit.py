@@ -113,15 +113,18 @@ def fit_gaussians4d(
     images = images.float()
     cameras = cameras.to(dtype=torch.float32)
     times = times.float()
-    start = init.detach().to(dtype=torch.float32) if init is not None else _initial_gaussians(images, cameras, times, config, gen)
+    if init is not None:
+        start = init.detach().to(dtype=torch.float32)
+    else:  # drawn on the CPU (the generator lives there), then moved to the images' device
+        start = _initial_gaussians(images.cpu(), cameras.to("cpu"), times.cpu(), config, gen).to(images.device)
     raw = raw_from_gaussians(start, config.activation).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([raw], lr=config.lr)
     v = images.shape[0]
     steps, loss_value = 0, math.nan
     while steps < config.max_steps and time.perf_counter() - started < config.budget_s:
-        picks = torch.randperm(v, generator=gen)[: config.views_per_step]
+        picks = torch.randperm(v, generator=gen)[: config.views_per_step]  # CPU indices
         g = Gaussians4D.from_raw(raw, activation=config.activation)
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=images.device)
         for i in picks.tolist():
             out = rasterize(g.slice(times[i]), cameras[i], background, backend="torch")
             loss = loss + torch.mean((out.color[0].permute(2, 0, 1) - images[i]) ** 2)
@@ -130,6 +133,6 @@ def fit_gaussians4d(
         loss.backward()
         optimizer.step()
         steps += 1
-        loss_value = float(loss)
+        loss_value = loss.item()
     final = Gaussians4D.from_raw(raw.detach(), activation=config.activation)
     return FitResult(final, steps, time.perf_counter() - started, loss_value)
