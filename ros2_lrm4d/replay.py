@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 
 from lrm4d_core.pipeline import Backend, Products, Reconstructor
 from lrm4d_core.stream import Frame, WindowBuffer
@@ -216,10 +215,9 @@ def replay(
     source = _BagSource(in_bag, typestore, summary, warn)
     try:
         wanted = {t for t in source.topics if t in image_topics or t in info_topics or t in ("/tf", "/tf_static")}
-        found = wanted
-        if not found & set(image_topics):
+        if not wanted & set(image_topics):
             raise ReplayError(f"{in_bag} has none of the image topics {sorted(image_topics)}; it has {sorted(source.topics)}")
-        for topic in sorted(set(image_topics) - found):
+        for topic in sorted(set(image_topics) - wanted):
             warn(f"absent:{topic}", f"camera topic {topic} is not in the bag: that camera never publishes")
         writer = Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP)
         writer.open()

@@ -10,7 +10,6 @@ The node and the replay differ only in where messages come from and go to (DESIG
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass

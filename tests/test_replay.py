@@ -9,7 +9,6 @@ Two backends drive the same replay:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -193,9 +192,9 @@ def test_model_replay_writes_every_output_topic(bags, tiny_backend, tmp_path):
         assert len(stamps) == 1
         assert g4.model_id == "tiny-random" and g4.count > 0 and g4.point_step == 80
         assert [f.name for f in fc.fields] == FIELDS and fc.width > 0  # never silently empty
-        a, b = cloud_array(now), cloud_array(fc)
-        assert np.isfinite(np.stack([a[k] for k in FIELDS if k != "rgb"])).all()
-        assert len(a) <= 100_000
+        for cloud in (cloud_array(now), cloud_array(fc)):
+            assert np.isfinite(np.stack([cloud[k] for k in FIELDS if k != "rgb"])).all()
+            assert len(cloud) <= 100_000
     diag = out["/diagnostics"][-1][1].status[0]
     values = {kv.key: kv.value for kv in diag.values}
     assert float(values["input_rate_hz/front"]) > 0 and int(values["windows"]) == n
