@@ -109,7 +109,9 @@ class RclpyFactory(MessageFactory):
         types = cls.get_fields_and_field_types()
         for field, value in fields.items():
             ftype = types.get(field, "")
-            if ftype.startswith("sequence<") and isinstance(value, (np.ndarray, bytes, bytearray, memoryview)):
+            if ftype in ("byte", "octet") and isinstance(value, int):  # rclpy wants bytes of length 1
+                fields[field] = bytes([value])
+            elif ftype.startswith("sequence<") and isinstance(value, (np.ndarray, bytes, bytearray, memoryview)):
                 element = ftype[len("sequence<"):].split(",")[0].rstrip(">")
                 code = _SEQUENCE_TYPECODES.get(element)
                 if code is not None:

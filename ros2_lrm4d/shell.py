@@ -286,14 +286,9 @@ class Diagnostics:
         message = "reconstructing" if level == 0 else f"degraded: backend {self.backend_status}, drops {dict(self.drops)}"
         message += "".join(f"; {w}" for _, w in sorted(self.warnings.items()))
         values = [f.make("diagnostic_msgs/msg/KeyValue", key=k, value=v) for k, v in self.key_values(now_ns)]
-        status = f.make("diagnostic_msgs/msg/DiagnosticStatus", level=bytes([level]) if _wants_bytes(f) else level,
+        status = f.make("diagnostic_msgs/msg/DiagnosticStatus", level=level,
                         name=f"{NODE_NAME}: reconstruction", message=message, hardware_id=hardware_id, values=values)
         return f.make("diagnostic_msgs/msg/DiagnosticArray", header=f.header("", now_ns), status=[status])
-
-
-def _wants_bytes(f: MessageFactory) -> bool:
-    """rclpy's DiagnosticStatus.level is a `byte` field (bytes of length 1); rosbags uses int."""
-    return type(f).__name__ == "RclpyFactory"
 
 
 def _gpu_memory() -> str:
