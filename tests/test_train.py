@@ -78,6 +78,11 @@ def test_nan_loss_steps_are_skipped_counted_and_stop_the_run(tiny_data, tmp_path
     summary = train(config(tiny_data, tmp_path / "nan"), progress=False)
     assert summary["bad_steps"] == 2 and math.isfinite(summary["last_loss"])
 
+    # a render with no Gaussian in view has no graph: the step is skipped and counted, not fatal
+    monkeypatch.setattr(loop, "render_targets", lambda *a, **k: real(*a, **k).detach())
+    summary = train(config(tiny_data, tmp_path / "empty", steps=2), progress=False)
+    assert summary["empty_steps"] == 2 and summary["bad_steps"] == 0 and summary["steps"] == 2
+
     monkeypatch.setattr(loop, "render_targets", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(TooManyBadSteps, match="3 steps in a row"):
         train(config(tiny_data, tmp_path / "nan2", max_bad_steps=3), progress=False)
@@ -133,3 +138,85 @@ def test_two_processes_under_torchrun_end_identical(tiny_data, tmp_path):
     assert r0["sha"] == r1["sha"]  # gradients were averaged: identical weights on both ranks
     assert r0["draws"] != r1["draws"]  # from different data, so that says something
     assert len(r0["draws"]) == 3
+
+
+def test_depth_loss_matches_numpy_and_skips_missing_depth():
+    """Camera-frame z of each pixel Gaussian vs its pixel's depth, against a numpy reference."""
+    import numpy as np
+
+    from lrm4d_core.cameras import Cameras
+    from lrm4d_core.gaussians import Gaussians4D
+    from lrm4d_core.train.loop import depth_loss
+
+    rng = np.random.default_rng(0)
+    B, V, H, W, extra = 2, 3, 4, 5, 7
+    c2w = np.tile(np.eye(4), (B * V, 1, 1))
+    for i in range(B * V):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        c2w[i, :3, :3] = q * np.sign(np.linalg.det(q))
+        c2w[i, :3, 3] = rng.normal(size=3)
+    K = np.tile(np.array([[5.0, 0, 2.5], [0, 5.0, 2.0], [0, 0, 1]]), (B * V, 1, 1))
+    cams = Cameras(torch.tensor(K), torch.tensor(c2w), W, H)
+    N = V * H * W + extra
+    means = rng.normal(size=(B, N, 3))
+    depths = rng.uniform(0.5, 3.0, size=(B, V, H, W))
+    depths[0, 1, 2, :] = np.inf  # nothing hit
+    depths[1, 0, 0, 0] = 9.0  # beyond far
+    g = Gaussians4D(
+        means=torch.tensor(np.concatenate([means, np.zeros((B, N, 1))], -1), requires_grad=True),
+        scales=torch.ones(B, N, 4), q_left=torch.tensor([1.0, 0, 0, 0]).expand(B, N, 4),
+        q_right=torch.tensor([1.0, 0, 0, 0]).expand(B, N, 4), opacities=torch.ones(B, N), colors=torch.ones(B, N, 3),
+    )
+    errors = []
+    for b in range(B):
+        for v in range(V):
+            R, c = c2w[b * V + v, :3, :3], c2w[b * V + v, :3, 3]
+            for y in range(H):
+                for x in range(W):
+                    d = depths[b, v, y, x]
+                    if np.isfinite(d) and d < 4.5:
+                        z = ((means[b, v * H * W + y * W + x] - c) @ R)[2]
+                        errors.append(abs(z - d))
+    loss = depth_loss(g, cams, torch.tensor(depths), far=4.5)
+    assert len(errors) == B * V * H * W - W - 1
+    assert abs(loss.item() - np.mean(errors)) < 1e-9
+    loss.backward()
+    assert g.means.grad[:, V * H * W:].abs().sum() == 0  # free Gaussians have no depth pixel
+    assert g.means.grad[0, 1 * H * W + 2 * W].abs().sum() == 0  # a pixel without depth gets no pull
+
+
+def test_training_with_depth_loss_and_protocol_mix(tiny_data, tmp_path):
+    from lrm4d_core.train.config import DataSource
+    from lrm4d_core.train.examples import ExampleSource
+
+    src = ExampleSource([DataSource(str(tiny_data / "object")), DataSource(str(tiny_data / "driving"))], num_input=3,
+                        num_target=2, with_depth=True, input_protocols={"interpolation": 1.0})
+    kinds = set()
+    for step in range(12):
+        ex = src.draw(0, step, 0, 0, (16, 16))
+        frames, views = ex["input_frames"].tolist(), ex["input_views"].tolist()
+        assert ex["input_depths"].shape == (len(frames), 16, 16)
+        if "object" in str(ex["scene_id"]):  # SPEC §4 (b): canonical views 0 and 2 on even frames
+            kinds.add("object")
+            assert sorted(set(views)) == [0, 2] and all(f % 2 == 0 for f in frames) and len(frames) == 4
+        else:  # the driving rig has no canonical views: uniform draws of num_input
+            kinds.add("driving")
+            assert len(frames) == 3
+    assert kinds == {"object", "driving"}
+    summary = train(config(tiny_data, tmp_path / "mix", steps=3, lambda_depth=0.5,
+                           input_protocols={"random": 1, "alternating": 1, "interpolation": 1}), progress=False)
+    assert summary["steps"] == 3 and math.isfinite(summary["last_loss"]) and math.isfinite(summary["last_depth"])
+    with pytest.raises(ValueError, match="input_protocols"):
+        config(tiny_data, tmp_path / "x", input_protocols={"sideways": 1})
+
+
+def test_init_from_starts_at_the_checkpoint_and_checks_the_architecture(tiny_data, tmp_path):
+    train(config(tiny_data, tmp_path / "a", steps=2, save_every=2), progress=False)
+    start = tmp_path / "a" / "checkpoints" / "step_0000002.safetensors"
+    # lr 0: the fine-tuned weights must be the checkpoint's, bit for bit
+    train(config(tiny_data, tmp_path / "b", steps=1, save_every=1, lr=0.0, init_from=str(start)), progress=False)
+    wa, wb = load_file(str(start)), load_file(str(tmp_path / "b" / "checkpoints" / "step_0000001.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="differs"):
+        train(config(tiny_data, tmp_path / "c", steps=1, init_from=str(start),
+                     model={"preset": "tiny", "hidden": 64, "layers": 2, "heads": 2}), progress=False)

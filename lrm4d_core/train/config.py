@@ -63,6 +63,9 @@ class TrainConfig:
     lambda_perceptual: float = 0.5
     perceptual_weights: str | None = None
     lambda_ssim: float = 0.0
+    lambda_depth: float = 0.0
+    input_protocols: dict[str, float] = field(default_factory=lambda: {"random": 1.0})
+    init_from: str | None = None
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     max_bad_steps: int = 20
     log_every: int = 10
@@ -88,6 +91,14 @@ class TrainConfig:
             problems.append("curriculum: the first stage must start at step 0")
         if self.steps < 1 or self.num_input < 1 or self.num_target < 1:
             problems.append("steps, num_input and num_target must be >= 1")
+        if self.lambda_depth < 0 or self.lambda_ssim < 0 or self.lambda_perceptual < 0:
+            problems.append("loss weights (lambda_*) must be >= 0")
+        from lrm4d_core.data.dataset import PROTOCOLS
+
+        weights = self.input_protocols
+        if not weights or any(k != "random" and k not in PROTOCOLS for k in weights) or any(w < 0 for w in weights.values()) \
+                or sum(weights.values()) <= 0:
+            problems.append(f"input_protocols: weights >= 0 (not all 0) over 'random' and {PROTOCOLS}, got {weights}")
         if self.max_bad_steps < 1:
             problems.append("max_bad_steps must be >= 1")
         if problems:

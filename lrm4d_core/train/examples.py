@@ -6,12 +6,13 @@ example a process trains on at a step never depends on what ran before.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from lrm4d_core.data.dataset import SceneDataset
+from lrm4d_core.eval.protocols import scene_protocols
 
 from .config import DataSource
 
@@ -21,32 +22,57 @@ __all__ = ["ExampleSource"]
 class ExampleSource:
     """Mixes several scene roots by weight (e.g. object and driving rigs, SPEC §3's data mix)."""
 
-    def __init__(self, sources: Sequence[DataSource], num_input: int, num_target: int) -> None:
+    def __init__(
+        self,
+        sources: Sequence[DataSource],
+        num_input: int,
+        num_target: int,
+        with_depth: bool = False,
+        input_protocols: Mapping[str, float] | None = None,
+    ) -> None:
         if not sources:
             raise ValueError("no data sources")
         self.sources = list(sources)
         self.num_input = num_input
         self.num_target = num_target
+        self.with_depth = with_depth  # input depth maps (for the depth loss); scenes must have them
         weights = np.array([s.weight for s in sources], dtype=np.float64)
         if (weights <= 0).any():
             raise ValueError(f"data weights must be positive, got {weights.tolist()}")
         self.probabilities = weights / weights.sum()
-        self._datasets: dict[tuple[int, tuple[int, int]], SceneDataset] = {}
+        mix = dict(input_protocols or {"random": 1.0})
+        self.protocols = list(mix)
+        self.protocol_probabilities = np.array([mix[p] for p in self.protocols], dtype=np.float64)
+        self.protocol_probabilities /= self.protocol_probabilities.sum()
+        self._datasets: dict[tuple[int, tuple[int, int], str], SceneDataset] = {}
+        self._applicable: dict[tuple[int, int], tuple[str, ...]] = {}
 
-    def dataset(self, source: int, image_size: tuple[int, int]) -> SceneDataset:
-        key = (source, tuple(image_size))
+    def dataset(self, source: int, image_size: tuple[int, int], protocol: str = "random") -> SceneDataset:
+        key = (source, tuple(image_size), protocol)
         if key not in self._datasets:
             self._datasets[key] = SceneDataset(
                 self.sources[source].root, num_input=self.num_input, num_target=self.num_target,
-                image_size=tuple(image_size),
+                image_size=tuple(image_size), with_depth=self.with_depth, input_protocol=protocol,
             )
         return self._datasets[key]
 
+    def _protocols_of(self, source: int, index: int, ds: SceneDataset) -> tuple[str, ...]:
+        key = (source, index)
+        if key not in self._applicable:
+            self._applicable[key] = scene_protocols(ds.meta(index))
+        return self._applicable[key]
+
     def draw(self, seed: int, step: int, rank: int, slot: int, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """One example: a source by weight, a scene uniformly, input and target view-times independently."""
+        """One example: a source by weight, a scene uniformly, an input protocol by weight (SPEC §4
+        input layouts; "random" where the scene's rig has no such views), inputs and targets."""
         rng = np.random.default_rng([seed, step, rank, slot])
         source = int(rng.choice(len(self.sources), p=self.probabilities))
-        ds = self.dataset(source, image_size)
+        epoch = int(rng.integers(0, 2**62))
+        index = int(rng.integers(0, len(self.dataset(source, image_size))))
+        protocol = self.protocols[int(rng.choice(len(self.protocols), p=self.protocol_probabilities))]
+        if protocol != "random" and protocol not in self._protocols_of(source, index, self.dataset(source, image_size)):
+            protocol = "random"
+        ds = self.dataset(source, image_size, protocol)
         ds.seed = seed
-        ds.set_epoch(int(rng.integers(0, 2**62)))  # the dataset seeds its own draws from (seed, epoch, index)
-        return ds[int(rng.integers(0, len(ds)))]
+        ds.set_epoch(epoch)  # the dataset seeds its own draws from (seed, epoch, index)
+        return ds[index]
