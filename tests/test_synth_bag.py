@@ -543,3 +543,43 @@ def test_cli(root, capsys):
                            "--stamp-jitter-ms", "0"])
     assert synth_bag.main(a) == 0
     assert (root / "cli3" / "cli3.mcap").is_file()
+
+
+def test_bag_player_schedule_reads_raw_cdr_in_order_and_holds_back_tf(driving_raw_mcap, tmp_path):
+    """The player's schedule, read back by a different library (mcap-ros2-support's decoder)."""
+    from mcap_ros2.decoder import DecoderFactory
+    from mcap.reader import make_reader
+
+    from ros2_lrm4d.bag_player import hold_back_tf, read_schedule, topic_qos_kind
+
+    bag = Path(driving_raw_mcap.path)
+    schedule = read_schedule(bag)
+    with open(next(bag.glob("*.mcap")), "rb") as f:
+        expected = [(ch.topic, msg.log_time, msg.data) for _, ch, msg in make_reader(f).iter_messages(log_time_order=True)]
+    assert len(schedule) == len(expected) == driving_raw_mcap.messages
+    assert [i.offset_ns for i in schedule] == sorted(i.offset_ns for i in schedule) and schedule[0].offset_ns == 0
+    assert sorted((i.topic, i.bag_time_ns, i.raw) for i in schedule) == sorted(expected)
+    # the raw bytes are the recorded CDR: they decode to the recorded message
+    image = next(i for i in schedule if i.msgtype == "sensor_msgs/msg/Image")
+    with open(next(bag.glob("*.mcap")), "rb") as f:
+        decoded = next(m for _, ch, _, m in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages(topics=[image.topic]))
+    assert decoded.height == H and decoded.width == W
+
+    only = read_schedule(bag, ["/tf_static"])
+    assert only and {i.topic for i in only} == {"/tf_static"}
+    with pytest.raises(ValueError, match="no topic"):
+        read_schedule(bag, ["/nope"])
+    with pytest.raises(ValueError, match="cannot read"):
+        read_schedule(tmp_path / "missing_bag")
+
+    delay = 0.25
+    held = hold_back_tf(schedule, delay)
+    cut = int(delay * 1e9)
+    assert all(i.offset_ns >= cut for i in held if i.topic in ("/tf", "/tf_static"))
+    assert sum(i.topic == "/tf_static" for i in held) == sum(i.topic == "/tf_static" for i in schedule)
+    dropped = sum(i.topic == "/tf" and i.offset_ns < cut for i in schedule)
+    assert dropped > 0 and len(held) == len(schedule) - dropped
+    assert [i.offset_ns for i in held] == sorted(i.offset_ns for i in held)
+    assert topic_qos_kind("/tf_static", "tf2_msgs/msg/TFMessage", "sensor_data") == ("reliable", True)
+    assert topic_qos_kind("/cameras/front/image_raw", "sensor_msgs/msg/Image", "sensor_data") == ("sensor_data", False)
+    assert topic_qos_kind("/cameras/front/camera_info", "sensor_msgs/msg/CameraInfo", "reliable") == ("reliable", False)
