@@ -13,9 +13,10 @@ QoS our node expects per topic and can inject the faults the live tests need:
 - `publish_clock`: /clock follows the bag's receive times (for `use_sim_time:=true`).
 
 Parameters (ROS parameters of the node `lrm4d_bag_player`): bag (path, required), rate (1.0),
-image_qos ("sensor_data"), qos_depth (10), start_delay_s (1.0: discovery time before the first
-message), tf_delay_s (0), publish_clock (false), topics ("" = all, else comma-separated),
-exit_when_done (true).
+image_qos ("sensor_data"), qos_depth (10), wait_for_subscribers_s (0: up to this long, wait until
+every image topic has a subscriber, e.g. a node still loading its model), start_delay_s (1.0:
+discovery time before the first message), tf_delay_s (0), publish_clock (false), topics ("" = all,
+else comma-separated), exit_when_done (true).
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             super().__init__("lrm4d_bag_player")
             p = {name: self.declare_parameter(name, default).value for name, default in (
                 ("bag", ""), ("rate", 1.0), ("image_qos", "sensor_data"), ("qos_depth", 10), ("start_delay_s", 1.0),
-                ("tf_delay_s", 0.0), ("publish_clock", False), ("topics", ""), ("exit_when_done", True))}
+                ("tf_delay_s", 0.0), ("publish_clock", False), ("topics", ""), ("exit_when_done", True),
+                ("wait_for_subscribers_s", 0.0))}
             if not p["bag"]:
                 raise ValueError("parameter 'bag' (the rosbag2 to play) is required")
             if p["image_qos"] not in ("sensor_data", "reliable"):
@@ -132,8 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"from {p['bag']} in {p['start_delay_s']} s")
             self.thread.start()
 
+        def _wait_for_subscribers(self) -> None:
+            images = [self.pubs[t] for t in sorted({i.topic for i in self.schedule if i.msgtype in SENSOR_TYPES[:2]})]
+            deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
+            while any(pub.get_subscription_count() == 0 for pub in images) and time.monotonic() < deadline:
+                if self.done.wait(0.1):
+                    return
+            waiting = sorted({pub.topic_name for pub in images if pub.get_subscription_count() == 0})
+            if waiting:
+                self.get_logger().warning(f"no subscriber on {waiting} after {self.p['wait_for_subscribers_s']} s: playing anyway")
+
         def _play(self) -> None:
             rate = float(self.p["rate"])
+            if self.p["wait_for_subscribers_s"] > 0:
+                self._wait_for_subscribers()
             start = time.monotonic() + float(self.p["start_delay_s"])
             try:
                 for item in self.schedule:

@@ -137,6 +137,13 @@ class LiveWorker:
             else:
                 self.diag.warnings.pop("stalled", None)
 
+    def qos_incompatible(self, topic: str, policy: str) -> None:
+        """A publisher on `topic` whose QoS cannot reach our subscription (e.g. best effort into
+        reliable): its messages never arrive, so say so in /diagnostics (WARN) and count it."""
+        with self.lock:
+            self.diag.counters["qos_incompatible"] += 1
+            self.diag.warnings[f"qos:{topic}"] = f"incompatible QoS ({policy}) from a publisher on {topic}"
+
     def diagnostics_msg(self, factory: MessageFactory, now_ns: int, hardware_id: str) -> Any:
         with self._cond:
             queued = len(self._queue)

@@ -20,6 +20,8 @@ A thin rclpy shell. What it does itself is only ROS plumbing:
   `output_qos`: `OutputEncoder.output_topics()` up front, predicted views when first produced.
   The 4D set is only encoded while `~/gaussians_4d` has subscribers. Every stamp is the window end.
 - /diagnostics (DiagnosticArray, reliable) every `diagnostics_period_s`.
+- QoS mismatch: a publisher whose QoS cannot reach an input subscription (best effort into a
+  reliable `input_qos`) is logged and reported in /diagnostics (WARN, counter qos_incompatible).
 - shutdown: Ctrl-C or an external shutdown stops the worker (waiting up to 2 s for a running
   reconstruction; it is a daemon thread and publishes nothing after that), destroys the node and
   returns 0 without a traceback.
@@ -34,10 +36,11 @@ from typing import Any, Sequence
 import message_filters
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 
 from lrm4d_core.pipeline import Reconstructor
 
@@ -127,7 +130,8 @@ class ReconstructionNode(Node):
         for camera in p.cameras:
             for kind, msg_type, topic in (("image", image_type, p.image_topic(camera)),
                                           ("info", info_type, p.camera_info_topic(camera))):
-                sub = message_filters.Subscriber(self, msg_type, topic, qos_profile=in_qos)
+                sub = message_filters.Subscriber(self, msg_type, topic, qos_profile=in_qos,
+                                                 event_callbacks=self._qos_events(topic))
                 sub.registerCallback(self._on_message, camera, kind)
                 self._filter_subscribers.append(sub)
         self._relays: dict[str, tuple[Any, Any]] = {}
@@ -179,6 +183,19 @@ class ReconstructionNode(Node):
     # ------------------------------------------------------------------ inputs
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+    def _qos_events(self, topic: str) -> Any:
+        """Subscription event callbacks: a publisher whose QoS does not match ours is reported
+        (log + /diagnostics) instead of leaving the node silently without input."""
+        def incompatible(info: Any) -> None:
+            policy = qos_policy_name_from_kind(info.last_policy_kind)
+            self.get_logger().warning(
+                f"a publisher on {topic} has QoS incompatible with this subscription ({policy}; input_qos is "
+                f"'{self.params.input_qos}'): its messages cannot arrive. Match input_qos to the publisher.",
+                throttle_duration_sec=10.0)
+            self.worker.qos_incompatible(topic, policy)
+
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible)
 
     def _rebuild_sync(self) -> None:
         """A fresh ApproximateTimeSynchronizer over the live cameras (queued partial sets are dropped)."""

@@ -413,7 +413,7 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
             self.set_callbacks.append(callback)
 
         def get_logger(self):
-            return SimpleNamespace(**{level: (lambda m, level=level: state.logs.append((level, m)))
+            return SimpleNamespace(**{level: (lambda m, level=level, **kw: state.logs.append((level, m)))
                                       for level in ("debug", "info", "warning", "error", "fatal")})
 
         def get_clock(self):
@@ -428,8 +428,9 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
             pub.msg_type, pub.qos, pub.get_subscription_count = msg_type, qos, lambda: state.subscribers_4d
             return pub
 
-        def create_subscription(self, msg_type, topic, callback, qos_profile):
-            state.subscriptions[topic] = SimpleNamespace(msg_type=msg_type, callback=callback, qos=qos_profile)
+        def create_subscription(self, msg_type, topic, callback, qos_profile, event_callbacks=None):
+            state.subscriptions[topic] = SimpleNamespace(msg_type=msg_type, callback=callback, qos=qos_profile,
+                                                         events=event_callbacks)
 
         def create_timer(self, period, callback):
             self.timers.append((period, callback))
@@ -453,9 +454,9 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
                 cb(*(msg + args))
 
     class Subscriber(SimpleFilter):
-        def __init__(self, node, msg_type, topic, qos_profile=10):
+        def __init__(self, node, msg_type, topic, qos_profile=10, **kwargs):
             super().__init__()
-            node.create_subscription(msg_type, topic, self.signalMessage, qos_profile=qos_profile)
+            node.create_subscription(msg_type, topic, self.signalMessage, qos_profile=qos_profile, **kwargs)
 
     class ApproximateTimeSynchronizer(SimpleFilter):
         """Fires when every input holds a message (the test sends matching stamps)."""
@@ -502,7 +503,9 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
         "rclpy": rclpy,
         "rclpy.node": module("rclpy.node", Node=Node),
         "rclpy.qos": module("rclpy.qos", QoSProfile=lambda **kw: SimpleNamespace(**kw), DurabilityPolicy=Enum(),
-                            HistoryPolicy=Enum(), ReliabilityPolicy=Enum()),
+                            HistoryPolicy=Enum(), ReliabilityPolicy=Enum(),
+                            qos_policy_name_from_kind=lambda kind: {2: "RELIABILITY"}.get(kind, "UNKNOWN")),
+        "rclpy.event_handler": module("rclpy.event_handler", SubscriptionEventCallbacks=SimpleNamespace),
         "rclpy.executors": module("rclpy.executors", ExternalShutdownException=ExternalShutdownException,
                                   SingleThreadedExecutor=SingleThreadedExecutor),
         "rclpy.logging": module("rclpy.logging", get_logger=lambda name: SimpleNamespace(
@@ -637,6 +640,20 @@ def test_fake_node_routes_groups_publishes_and_survives_a_dead_camera(fake_ros, 
         send(("a", "b", "c"), 100 * NS + 6 * NS)  # c is back once both its topics delivered
         assert node.liveness.live == ("a", "b", "c") and len(fake_ros.syncs[-1].latest) == 6
         assert node._diagnostics_pub.messages[-1].status[0].level == b"\x00"
+    finally:
+        node.destroy_node()
+
+
+def test_fake_node_reports_incompatible_qos(fake_ros):
+    node = _node(fake_ros)
+    try:
+        topic = "/cameras/a/image_raw"
+        fake_ros.subscriptions[topic].events.incompatible_qos(SimpleNamespace(last_policy_kind=2, total_count=1))
+        assert any(level == "warning" and topic in m and "RELIABILITY" in m for level, m in fake_ros.logs)
+        assert node.worker.diag.counters["qos_incompatible"] == 1
+        node._publish_diagnostics()
+        status = node._diagnostics_pub.messages[-1].status[0]
+        assert status.level == b"\x01" and f"incompatible QoS (RELIABILITY) from a publisher on {topic}" in status.message
     finally:
         node.destroy_node()
 
