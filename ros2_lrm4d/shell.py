@@ -216,6 +216,7 @@ class Diagnostics:
         self.counters: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
         self._arrivals: dict[str, deque[int]] = defaultdict(deque)
+        self._first: dict[str, int] = {}  # first arrival per camera
         self._latencies: deque[float] = deque(maxlen=50)
         self._stages: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=50))
         self.window_ns = int(rate_window_s * NS)
@@ -241,6 +242,7 @@ class Diagnostics:
         self.counters["frames_in"] += 1
         q = self._arrivals[camera]
         q.append(now_ns)
+        self._first.setdefault(camera, now_ns)
         while q and q[0] < now_ns - self.window_ns:
             q.popleft()
 
@@ -257,10 +259,16 @@ class Diagnostics:
                 self.counters[f"pipeline/{k}"] = v
 
     def rates(self, now_ns: int) -> dict[str, float]:
+        """Frames per second per camera over the last `rate_window_s`; while a camera has delivered
+        for less than that, over the time it has delivered (so a fresh 10 Hz stream reads 10, not 2)."""
         out = {}
         for camera, q in self._arrivals.items():
             recent = [t for t in q if t >= now_ns - self.window_ns]
-            out[camera] = len(recent) / (self.window_ns / NS)
+            if self._first[camera] >= now_ns - self.window_ns:
+                span = (recent[-1] - recent[0]) / NS if len(recent) > 1 else 0.0
+                out[camera] = (len(recent) - 1) / span if span > 0 else 0.0
+            else:
+                out[camera] = len(recent) / (self.window_ns / NS)
         return out
 
     def mean_latency(self) -> float:

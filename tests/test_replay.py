@@ -233,3 +233,20 @@ def test_truncated_and_junk_bags(bags, tiny_backend, tmp_path):
         replay(junk, tmp_path / "out2", params(), tiny_backend, progress=False)
     with pytest.raises(ReplayError, match="none of the image topics"):
         replay(made["clean"].path, tmp_path / "out3", params(cameras=("nope",)), tiny_backend, progress=False)
+
+
+def test_diagnostics_input_rates_are_right_from_the_first_second():
+    """10 Hz reads 10 Hz after 1 s (not 10 frames / 5 s window), after 20 s, and 0 once silent."""
+    from ros2_lrm4d.shell import Diagnostics
+
+    NS = 1_000_000_000
+    diag = Diagnostics(rate_window_s=5.0)
+    diag.frame_received("b", 0)  # one frame only: no rate yet
+    for i in range(11):  # camera a: 0.0 .. 1.0 s at 10 Hz
+        diag.frame_received("a", i * NS // 10)
+    rates = diag.rates(NS)
+    assert rates["a"] == pytest.approx(10.0) and rates["b"] == 0.0
+    for i in range(11, 201):  # on to 20 s
+        diag.frame_received("a", i * NS // 10)
+    assert diag.rates(20 * NS)["a"] == pytest.approx(10.0, rel=0.03)
+    assert diag.rates(26 * NS)["a"] == 0.0  # silent for longer than the window
