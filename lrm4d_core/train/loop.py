@@ -106,9 +106,9 @@ def depth_loss(gaussians: Gaussians4D, cameras: Cameras, depths: Tensor, far: fl
     and below `far` (model units); 0 (with a graph) when no pixel qualifies.
 
     Pixel-aligned Gaussian ``v*H*W + y*W + x`` belongs to pixel (x, y) of input view v, so its
-    camera-frame z is compared with that pixel's depth-map value. Why: on synthetic data the depth
-    maps are free, and a direct geometric signal teaches a small model in minutes what the
-    photometric loss alone teaches a large one in days (docs/default_model.md).
+    camera-frame z is compared with that pixel's depth-map value. Why: synthetic (and RGB-D) data
+    has depth for free, a direct geometric signal next to the photometric loss. Off by default;
+    the shipped model was trained without it (docs/default_model.md says what was tried).
     """
     B, V, H, W = depths.shape
     means = gaussians.means[:, : V * H * W, :3].reshape(B * V, H * W, 3)
