@@ -176,6 +176,11 @@ class LiveWorker:
         return not self._thread.is_alive()
 
     @property
+    def running(self) -> bool:
+        """The worker thread is alive (e.g. still inside a reconstruction after `stop` timed out)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def stopping(self) -> bool:
         return self._stop.is_set() or not self.ok()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -683,13 +684,24 @@ def test_fake_main_exit_codes(fake_ros):
     fake_ros.spin = lambda: raise_(KeyboardInterrupt())
     mod.ReconstructionNode = lambda: _node(fake_ros, original)
     try:
-        assert mod.main([]) == 0  # Ctrl-C: clean exit
+        handler = signal.getsignal(signal.SIGINT)
+        assert mod.main([], restore_sigint=True) == 0  # Ctrl-C: clean exit
         assert fake_ros.nodes[-1].destroyed and ("try_shutdown",) in fake_ros.calls
+        assert signal.getsignal(signal.SIGINT) is handler  # restored after the stop (SIGINT ignored during it)
+        # a reconstruction still running after the stop timeout: exit without finalizing the interpreter
+        exits = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(mod, "_hard_exit", exits.append)
+            mp.setattr(type(fake_ros.nodes[-1].worker), "running", property(lambda self: True))
+            mod.main([], restore_sigint=True)
+        assert exits == [0]
         fake_ros.spin = lambda: raise_(mod.ExternalShutdownException())
-        assert mod.main([]) == 0
+        assert mod.main([], restore_sigint=True) == 0
         mod.ReconstructionNode = lambda: _node(fake_ros, original, image_transport="theora")
         fake_ros.calls.clear()
         assert mod.main(["lrm4d_node", "--ros-args"]) == 2
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the entry point's default: ignored until exit
+        signal.signal(signal.SIGINT, handler)
         assert ("init", ["lrm4d_node", "--ros-args"]) in fake_ros.calls and ("try_shutdown",) in fake_ros.calls
         assert any(level == "fatal" and "image_transport" in m for level, m in fake_ros.logs)
     finally:
@@ -857,7 +869,7 @@ def test_ros_node_rejects_bad_parameters(ros):
 def test_ros_main_returns_2_for_bad_parameters():
     from ros2_lrm4d.node import main
 
-    assert main(["lrm4d_node", "--ros-args", "-p", "image_transport:=theora"]) == 2
+    assert main(["lrm4d_node", "--ros-args", "-p", "image_transport:=theora"], restore_sigint=True) == 2
 
 
 @pytest.mark.ros

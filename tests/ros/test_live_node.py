@@ -24,6 +24,7 @@ and this package built (colcon); skipped where rclpy or launch_testing is missin
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 import unittest
@@ -48,14 +49,16 @@ from launch_ros.actions import Node  # noqa: E402
 TIMEOUT_S = 90.0
 CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")  # config/reconstruct.yaml
 BAG_START_S = 1_700_000_000  # synth_bag.STAMP_BASE_NS: the synthetic bag's clock (Nov 2023)
+SLOW = {"render_max_side": 2048, "render_inputs_at_s": [0.0, 0.25, 0.5], "virtual_cameras_json": (  # ~15 s windows
+    '[{"name": "chase", "width": 2048, "height": 2048, "fx": 1000, "fy": 1000, "cx": 1024, "cy": 1024, "follow": "front"}]')}
 SCENARIOS = {  # name: (node parameter changes, player parameters)
     "proof_of_life": ({}, {}),
     "qos_reliable_into_best_effort": ({}, {"image_qos": "reliable"}),
     "qos_best_effort_into_reliable": ({"input_qos": "reliable"}, {"image_qos": "sensor_data"}),
     "late_tf": ({}, {"tf_delay_s": 3.0}),
     "sim_time": ({"use_sim_time": True}, {"publish_clock": True}),
-    "ctrl_c_while_reconstructing": ({"render_max_side": 2048, "render_inputs_at_s": [0.0, 0.25, 0.5], "virtual_cameras_json": (
-        '[{"name": "chase", "width": 2048, "height": 2048, "fx": 1000, "fy": 1000, "cx": 1024, "cy": 1024, "follow": "front"}]')}, {}),
+    "ctrl_c_while_reconstructing": (SLOW, {}),
+    "repeated_ctrl_c_while_reconstructing": (SLOW, {}),
 }
 
 
@@ -97,7 +100,8 @@ def generate_test_description(scenario):
         launch_arguments={"rviz": "false", "params_file": _params_file(share, node_changes, work),
                           "use_sim_time": str(node_changes.get("use_sim_time", False)).lower()}.items())
     player = Node(package="ros2_lrm4d", executable="lrm4d_bag_player", name="lrm4d_bag_player", output="screen",
-                  parameters=[{"bag": str(bag), "wait_for_subscribers_s": 60.0, "start_delay_s": 1.0, **player_params}])
+                  parameters=[{"bag": str(bag), "wait_for_subscribers_s": 60.0, "start_delay_s": 1.0,
+                              "exit_when_done": False, **player_params}])  # alive until shutdown
     return LaunchDescription([reconstruct, player, launch_testing.actions.ReadyToTest()]), {}
 
 
@@ -169,7 +173,7 @@ class TestLiveNode(unittest.TestCase):
         print(f"[probe] {len(p.clouds)} clouds (last {cloud.width} Gaussians), {len(p.images)} front images, "
               f"input rates {p.rates()}", flush=True)
 
-    def test_scenario(self, scenario) -> None:
+    def test_scenario(self, scenario, proc_info) -> None:
         p = self.probe
         if scenario in ("proof_of_life", "qos_reliable_into_best_effort"):
             self.assert_outputs()
@@ -194,7 +198,7 @@ class TestLiveNode(unittest.TestCase):
             stamp = p.diagnostics[-1].header.stamp.sec
             self.assertTrue(BAG_START_S <= stamp <= BAG_START_S + 60, f"diagnostics stamped {stamp}, not bag time")
             print(f"[probe] node clock follows /clock: diagnostics stamped {stamp} (bag starts {BAG_START_S})", flush=True)
-        elif scenario == "ctrl_c_while_reconstructing":
+        elif scenario in ("ctrl_c_while_reconstructing", "repeated_ctrl_c_while_reconstructing"):
             # one window done (its latency is known), then stop while the next one runs
             self.assertTrue(p.spin_until(lambda: int(p.values().get("windows", 0)) >= 1 and p.values().get("reconstructing") == "true"),
                             f"never saw a reconstruction running after a finished one: {p.values()}")
@@ -202,6 +206,12 @@ class TestLiveNode(unittest.TestCase):
             self.assertGreater(float(v["window_latency_s"]), 1.0)  # slow enough for SIGINT to land inside one
             print(f"[probe] stopping while reconstructing: {v['windows']} window(s) done, latency {v['window_latency_s']} s, "
                   f"stages { {k: x for k, x in v.items() if k.startswith('stage_s/')} }", flush=True)
+            if scenario == "repeated_ctrl_c_while_reconstructing":
+                node = next(name for name in proc_info.process_names() if "lrm4d_node" in name)
+                for _ in range(3):
+                    os.kill(proc_info[node].pid, signal.SIGINT)
+                    time.sleep(0.2)
+                proc_info.assertWaitForShutdown(process=node, timeout=15)
         else:
             self.fail(f"unknown scenario {scenario}")
 
@@ -212,5 +222,5 @@ class TestShutdown(unittest.TestCase):
         launch_testing.asserts.assertExitCodes(proc_info)  # 0 for every process, after SIGINT
         text = "".join(process_output.text.decode(errors="replace") for process_output in proc_output)
         self.assertNotIn("Traceback", text)
-        if scenario == "ctrl_c_while_reconstructing":  # the SIGINT did land inside a reconstruction
+        if "ctrl_c_while_reconstructing" in scenario:  # the SIGINT did land inside a reconstruction
             self.assertIn("a reconstruction is still running after 2 s: exiting without it", text)
