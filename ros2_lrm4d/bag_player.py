@@ -16,7 +16,8 @@ Parameters (ROS parameters of the node `lrm4d_bag_player`): bag (path, required)
 image_qos ("sensor_data"), qos_depth (10), wait_for_subscribers_s (0: up to this long, wait until
 every image topic has a subscriber, e.g. a node still loading its model), start_delay_s (1.0:
 discovery time before the first message), tf_delay_s (0), publish_clock (false), topics ("" = all,
-else comma-separated), exit_when_done (true).
+else comma-separated), loop (false: when true, start over at the end; the stamps jump back, which
+the node treats as a restarted clock), exit_when_done (true).
 """
 
 from __future__ import annotations
@@ -90,11 +91,10 @@ def topic_qos_kind(topic: str, msgtype: str, image_qos: str) -> tuple[str, bool]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: play the bag once (exit 0), or exit 1 when it cannot be read."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+    from . import process
     from .msgdefs import RclpyFactory
 
     class BagPlayer(Node):
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             p = {name: self.declare_parameter(name, default).value for name, default in (
                 ("bag", ""), ("rate", 1.0), ("image_qos", "sensor_data"), ("qos_depth", 10), ("start_delay_s", 1.0),
                 ("tf_delay_s", 0.0), ("publish_clock", False), ("topics", ""), ("exit_when_done", True),
-                ("wait_for_subscribers_s", 0.0))}
+                ("wait_for_subscribers_s", 0.0), ("loop", False))}
             if not p["bag"]:
                 raise ValueError("parameter 'bag' (the rosbag2 to play) is required")
             if p["image_qos"] not in ("sensor_data", "reliable"):
@@ -134,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"from {p['bag']} in {p['start_delay_s']} s")
             self.thread.start()
 
+        def destroy_node(self) -> None:
+            self.done.set()  # the playback thread stops at its next message or wait
+            if self.thread.ident is not None:
+                self.thread.join(timeout=1.0)
+            super().destroy_node()
+
         def _wait_for_subscribers(self) -> None:
             images = [self.pubs[t] for t in sorted({i.topic for i in self.schedule if i.msgtype in SENSOR_TYPES[:2]})]
             deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
@@ -150,18 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 self._wait_for_subscribers()
             start = time.monotonic() + float(self.p["start_delay_s"])
             try:
-                for item in self.schedule:
-                    wait = start + item.offset_ns / 1e9 / rate - time.monotonic()
-                    if wait > 0 and self.done.wait(wait):
-                        return
-                    if not self.context.ok():
-                        return
-                    if self.clock_pub is not None:
-                        clock = self.clock_type()
-                        clock.clock.sec, clock.clock.nanosec = divmod(item.bag_time_ns, 1_000_000_000)
-                        self.clock_pub.publish(clock)
-                    self.pubs[item.topic].publish(item.raw)  # recorded CDR bytes, published as is
-                    self.published += 1
+                while True:
+                    for item in self.schedule:
+                        wait = start + item.offset_ns / 1e9 / rate - time.monotonic()
+                        if wait > 0 and self.done.wait(wait):
+                            return
+                        if not self.context.ok():
+                            return
+                        if self.clock_pub is not None:
+                            clock = self.clock_type()
+                            clock.clock.sec, clock.clock.nanosec = divmod(item.bag_time_ns, 1_000_000_000)
+                            self.clock_pub.publish(clock)
+                        self.pubs[item.topic].publish(item.raw)  # recorded CDR bytes, published as is
+                        self.published += 1
+                    if not self.p["loop"] or not self.schedule:
+                        break
+                    start = time.monotonic() + 0.1  # the next round, after a short pause
                 self.get_logger().info(f"played {self.published} messages")
             except Exception as err:  # noqa: BLE001 - context shut down under us (Ctrl-C)
                 if self.context.ok():
@@ -169,26 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 self.done.set()
 
-    rclpy.init(args=list(argv) if argv is not None else None)
-    node = None
-    code = 0
-    executor = SingleThreadedExecutor()
-    try:
-        node = BagPlayer()
-        executor.add_node(node)
-        while rclpy.ok() and not (node.done.is_set() and node.p["exit_when_done"]):
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, OSError) as err:
+    def cannot_play(err: BaseException) -> int:
         print(f"[lrm4d_bag_player] cannot play: {err}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.done.set()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        return 1
+
+    return process.run(BagPlayer, argv, done=lambda node: node.done.is_set() and node.p["exit_when_done"],
+                       on_error=((ValueError, OSError), cannot_play))
 
 
 if __name__ == "__main__":

@@ -24,33 +24,26 @@ A thin rclpy shell. What it does itself is only ROS plumbing:
   reliable `input_qos`) is logged and reported in /diagnostics (WARN, counter qos_incompatible).
 - shutdown: Ctrl-C or an external shutdown stops the worker (waiting up to 2 s for a running
   reconstruction; it is a daemon thread and publishes nothing after that), destroys the node and
-  returns 0 without a traceback. Once stopping, further SIGINTs are ignored (a terminal's Ctrl-C
-  reaches the node and `ros2 launch` forwards another; impatient users press it again): stopping
-  is bounded anyway. If the worker is still inside a reconstruction, the process ends with
-  os._exit: finalizing the interpreter would unwind that thread in the middle of torch's C++ code
-  (std::terminate, SIGABRT), which the real run showed.
+  returns 0 without a traceback, also when Ctrl-C comes again while stopping (`process.run`); if
+  the worker is still inside a reconstruction then, the process ends with os._exit.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import sys
 import threading
 from typing import Any, Sequence
 
 import message_filters
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 
 from lrm4d_core.pipeline import Reconstructor
 
+from . import process
 from .backend import make_backend
 from .live import CameraLiveness, LiveWorker, SyncedGroup, stall_timeout_s
 from .msgdefs import RclpyFactory
@@ -288,57 +281,15 @@ def main(argv: Sequence[str] | None = None, restore_sigint: bool = False) -> int
 
     `argv` is like sys.argv (program name first; default sys.argv). Exit codes: 0 after a clean
     shutdown (Ctrl-C included), 2 for invalid parameters, 1 when the model cannot be loaded.
-    SIGINT stays ignored after the stop unless `restore_sigint` (for callers that go on running,
-    e.g. tests): the process is ending, and interpreter finalization resets Python's handlers to
-    the default, so a late Ctrl-C would otherwise kill it with -2 (seen in the real run).
+    Ctrl-C handling (also when pressed again while stopping): `process.run`.
     """
-    rclpy.init(args=list(argv) if argv is not None else None)
-    node = None
-    code = 0
-    executor = SingleThreadedExecutor()
-    previous_sigint = signal.getsignal(signal.SIGINT)
-    try:
-        node = ReconstructionNode()
-        executor.add_node(node)
-        executor.spin()
-    except StartupError as err:
+
+    def startup_failed(err: BaseException) -> int:
         get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-        code = err.exit_code
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        _ignore_sigint()  # stopping is bounded (STOP_TIMEOUT_S): more Ctrl-C must not cut it half-way
-        try:
-            executor.shutdown(timeout_sec=0.5)
-            if node is not None:
-                node.destroy_node()
-        except KeyboardInterrupt:  # a Ctrl-C that came before the line above
-            pass
-        rclpy.try_shutdown()
-        _ignore_sigint()  # try_shutdown restores the handler rclpy.init replaced
-    if node is not None and node.worker is not None and node.worker.running:
-        _hard_exit(code)
-    if restore_sigint:
-        _restore_sigint(previous_sigint)
-    return code
+        return err.exit_code
 
-
-def _ignore_sigint() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _restore_sigint(handler: Any) -> None:
-    if threading.current_thread() is threading.main_thread() and handler is not None:
-        signal.signal(signal.SIGINT, handler)
-
-
-def _hard_exit(code: int) -> None:
-    """End the process without finalizing the interpreter (see the module docstring, shutdown)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    return process.run(ReconstructionNode, argv, on_error=((StartupError,), startup_failed),
+                       busy=lambda node: node.worker is not None and node.worker.running, restore_sigint=restore_sigint)
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ def test_node_module_compiles_and_has_its_entry_points():
     assert "ReconstructionNode" in classes and "main" in functions
     assert [ast.unparse(b) for b in classes["ReconstructionNode"].bases] == ["Node"]
     for needed in ("parameter_declarations()", "declare_parameter(", "ApproximateTimeSynchronizer(",
-                   "ExternalShutdownException", "KeyboardInterrupt", "rclpy.try_shutdown()", "f'~/{topic}'"):
+                   "process.run(", "f'~/{topic}'"):
         assert needed in ast.unparse(tree), needed
 
 
@@ -691,11 +691,11 @@ def test_fake_main_exit_codes(fake_ros):
         # a reconstruction still running after the stop timeout: exit without finalizing the interpreter
         exits = []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(mod, "_hard_exit", exits.append)
+            mp.setattr(sys.modules["ros2_lrm4d.process"], "_hard_exit", exits.append)
             mp.setattr(type(fake_ros.nodes[-1].worker), "running", property(lambda self: True))
             mod.main([], restore_sigint=True)
         assert exits == [0]
-        fake_ros.spin = lambda: raise_(mod.ExternalShutdownException())
+        fake_ros.spin = lambda: raise_(sys.modules["rclpy.executors"].ExternalShutdownException())
         assert mod.main([], restore_sigint=True) == 0
         mod.ReconstructionNode = lambda: _node(fake_ros, original, image_transport="theora")
         fake_ros.calls.clear()
@@ -798,6 +798,19 @@ def test_replay_launch(monkeypatch, tmp_path):
     assert dict(include.kwargs["launch_arguments"])["use_sim_time"] == "true"
     assert module.bag_play_command("/bags/x", "0.5", False) == ["ros2", "bag", "play", "/bags/x", "--clock", "--rate", "0.5"]
     assert module.bag_play_command("/bags/x", "2", True)[-1] == "--loop"
+    assert args["player"] == "ros2bag"
+
+    class Context:  # what LaunchConfiguration(...).perform(context) reads, in the recording stand-in
+        values = {"bag": "/bags/x", "rate": "0.5", "loop": "true", "start_delay": "2.0", "player": "lrm4d"}
+
+    module.LaunchConfiguration = lambda name: SimpleNamespace(perform=lambda context: Context.values[name])
+    player, = module._bag_play(Context)
+    assert type(player).__name__ == "Node" and player.kwargs["executable"] == "lrm4d_bag_player"
+    assert player.kwargs["parameters"] == [{"bag": "/bags/x", "rate": 0.5, "loop": True, "publish_clock": True,
+                                            "start_delay_s": 2.0, "wait_for_subscribers_s": 60.0}]
+    Context.values["player"] = "ros2bag"
+    timer, = module._bag_play(Context)
+    assert timer.kwargs["period"] == 2.0 and timer.kwargs["actions"][0].kwargs["cmd"][:3] == ["ros2", "bag", "play"]
 
 
 # ============================================================================ RViz config
