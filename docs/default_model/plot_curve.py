@@ -1,4 +1,7 @@
-"""Training curve of the shipped default model: docs/default_model/metrics.jsonl -> training_curve.png.
+"""Training curve of the shipped default model -> training_curve.png.
+
+Stage 1 (docs/train_tiny.yaml): docs/default_model/metrics.jsonl; stage 2, the fine-tune
+(docs/train_tiny_finetune.yaml): docs/default_model/metrics_finetune.jsonl, drawn after it.
 
     python docs/default_model/plot_curve.py
 """
@@ -13,19 +16,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 here = Path(__file__).resolve().parent
-rows = [json.loads(line) for line in (here / "metrics.jsonl").read_text().splitlines()]
-step = np.array([r["step"] for r in rows])
-psnr = np.array([r["psnr"] for r in rows])
-loss = np.array([r["loss"] for r in rows])
 k = 25
 smooth = lambda x: np.convolve(x, np.ones(k) / k, mode="valid")  # noqa: E731
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-a.plot(step, loss, alpha=0.25, lw=0.5)
-a.plot(step[k - 1:], smooth(loss), lw=1.5)
+offset, total = 0, 0
+for name, label in (("metrics.jsonl", "stage 1: uniform views"), ("metrics_finetune.jsonl", "stage 2: + SPEC §4 layouts")):
+    path = here / name
+    if not path.exists():
+        continue
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    step = np.array([r["step"] for r in rows]) + offset
+    for axis, key in ((a, "loss"), (b, "psnr")):
+        values = np.array([r[key] for r in rows])
+        axis.plot(step, values, alpha=0.2, lw=0.5)
+        axis.plot(step[k - 1:], smooth(values), lw=1.5, label=label)
+    offset = int(step[-1])
+    total += len(rows)
 a.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
-b.plot(step, psnr, alpha=0.25, lw=0.5)
-b.plot(step[k - 1:], smooth(psnr), lw=1.5)
 b.set(xlabel="step", ylabel="PSNR of rendered targets (dB)", title="training PSNR")
+b.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 fig.savefig(here / "training_curve.png", dpi=100)
-print(f"wrote {here / 'training_curve.png'} from {len(rows)} logged steps")
+print(f"wrote {here / 'training_curve.png'} from {total} logged steps")
