@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 here = Path(__file__).resolve().parent
+SHIPPED_STEP = 7000 + 1250
 k = 25
 smooth = lambda x: np.convolve(x, np.ones(k) / k, mode="valid")  # noqa: E731
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -32,6 +33,8 @@ for name, label in (("metrics.jsonl", "stage 1: uniform views"), ("metrics_finet
         axis.plot(step[k - 1:], smooth(values), lw=1.5, label=label)
     offset = int(step[-1])
     total += len(rows)
+for axis in (a, b):  # the shipped weights: stage 2's step 1250, chosen on the validation split
+    axis.axvline(SHIPPED_STEP, color="k", lw=0.8, ls="--", label="shipped" if axis is b else None)
 a.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
 b.set(xlabel="step", ylabel="PSNR of rendered targets (dB)", title="training PSNR")
 b.legend(loc="lower right", fontsize=8)
