@@ -79,7 +79,9 @@ class PipelineConfig:
             every input camera's newest pose is rendered. Empty: no input-camera renders.
         virtual_cameras: extra cameras to render at the window end (plus their time offset).
         render_max_side: renders are scaled so that their longer side is at most this (CPU cost).
-        background: RGB in [0, 1] behind the Gaussians.
+        background: RGB in [0, 1] behind the Gaussians, or None (default): what the model predicts
+            there (its environment map) or, for models without one, the colour it was trained on
+            (stored in its checkpoint), so that predicted views look like its training images.
         scene_center, scene_scale: a fixed scene normalization (fixed frame -> model box); None lets
             the backend estimate one per window from the camera poses.
     """
@@ -90,7 +92,7 @@ class PipelineConfig:
     render_inputs_at_s: tuple[float, ...] = (0.0,)
     virtual_cameras: tuple[VirtualCamera, ...] = ()
     render_max_side: int = 256
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    background: tuple[float, float, float] | None = None
     scene_center: tuple[float, float, float] | None = None
     scene_scale: float | None = None
 
@@ -101,6 +103,8 @@ class PipelineConfig:
             raise ValueError(f"forecast horizons must be > 0 s, got {self.forecast_horizons_s}")
         if (self.scene_center is None) != (self.scene_scale is None):
             raise ValueError("give both scene_center and scene_scale, or neither")
+        if self.background is not None and (len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background)):
+            raise ValueError(f"background must be 3 values in [0, 1] or None, got {self.background}")
 
     def scene(self) -> SceneNormalization | None:
         if self.scene_center is None:
@@ -248,11 +252,11 @@ class Reconstructor:
         return prune(cloud, self.config.max_points)
 
     def _render(self, rec: Reconstruction, window: Window) -> list[RenderedView]:
-        from .render import rasterize
+        from .model.api import rasterize_over
 
         cfg = self.config
         like = rec.gaussians_model.means
-        background = torch.tensor(cfg.background, dtype=like.dtype, device=like.device)
+        background = None if cfg.background is None else torch.tensor(cfg.background, dtype=like.dtype, device=like.device)
         newest: dict[str, object] = {}
         for f in window.frames:
             newest[f.camera] = f  # frames are oldest first, so this keeps each camera's newest
@@ -273,7 +277,7 @@ class Reconstructor:
         renders = []
         for name, source, t, cams in jobs:
             cloud = rec.forecast(t, 0.0, inference_filter=cfg.inference_filter)
-            out = rasterize(cloud, cams.to(device=like.device, dtype=like.dtype), background)
+            out = rasterize_over(rec, cloud, cams, background)
             image = (out.color[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             renders.append(RenderedView(name, source, t, image, cams.K[0].numpy(), cams.cam_to_world[0].numpy()))
         return renders

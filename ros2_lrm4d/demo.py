@@ -5,7 +5,7 @@
 3. writes, into one folder: the output rosbag2, a contact sheet PNG (inputs, ground truth and
    predictions at held-out views and held-out times, and a forecast beyond the window), a GIF of a
    virtual chase camera flying through the reconstruction over time, the Gaussians at the window
-   end as a 3DGS PLY (plus a coloured point cloud when open3d is installed), and metrics.json.
+   end as a 3DGS PLY and as a coloured point cloud (points.ply), and metrics.json.
 
 Held-out means: a (camera, time) pair of the window that was not a model input (the window holds
 one camera per time step, round robin), so every prediction is checked against an image the model
@@ -178,11 +178,7 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
                    .resize((front_meta.width * scale, front_meta.height * scale), Image.NEAREST))
     gif[0].save(out / "flythrough.gif", save_all=True, append_images=gif[1:], duration=150, loop=0)
     write_gaussian_ply(out / "gaussians_3dgs.ply", products.cloud)
-    points = None
-    try:
-        points = write_point_cloud(out / "points.ply", products.cloud)
-    except RuntimeError as err:
-        log.warning("%s", err)
+    points = write_point_cloud(out / "points.ply", products.cloud)
 
     metrics = {
         "held_out": {"count": len(scores), "psnr": float(np.mean([s[0] for s in scores])) if scores else None,

@@ -53,7 +53,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=-1, help="which 4D set: index in the bag (default -1: the last)")
     parser.add_argument("--time", type=float, default=0.0, help="seconds relative to that window's end (default 0)")
     parser.add_argument("--ply", default=None, help="write the Gaussians as a 3D Gaussian Splatting PLY")
-    parser.add_argument("--points", default=None, help="write the centres as a coloured point cloud (open3d; .ply/.pcd)")
+    parser.add_argument("--points", default=None, help="write the centres as a coloured point cloud (.ply: x y z red green blue)")
     parser.add_argument("--no-filter", action="store_true", help="keep Gaussians with p(t) < 0.05 or weighted opacity < 0.05")
 
 

@@ -8,11 +8,13 @@ no ROS installed. Both turn them into the same core configs with `window_config(
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from lrm4d_core.argtypes import parse_color
 from lrm4d_core.pipeline import PipelineConfig, VirtualCamera
 from lrm4d_core.stream import WindowConfig
 
@@ -61,6 +63,7 @@ class NodeParams:
     output_qos: str = "reliable"
     qos_depth: int = 5
     diagnostics_period_s: float = 1.0
+    background: str = ""
 
     def __post_init__(self) -> None:
         for name in ("cameras", "scene_center", "forecast_horizons_s", "render_inputs_at_s"):
@@ -89,6 +92,11 @@ class NodeParams:
             problems.append("queue_size and qos_depth must be >= 1")
         if self.sync_slop_s < 0 or self.tf_wait_s < 0:
             problems.append("sync_slop_s and tf_wait_s must be >= 0")
+        if self.background:
+            try:
+                parse_color(self.background)
+            except (ValueError, argparse.ArgumentTypeError) as err:
+                problems.append(f"background: {err}")
         if problems:
             raise ValueError("invalid lrm4d parameters: " + "; ".join(problems))
 
@@ -130,6 +138,7 @@ class NodeParams:
             render_max_side=self.render_max_side,
             scene_center=tuple(self.scene_center) if self.scene_scale > 0 else None,  # type: ignore[arg-type]
             scene_scale=self.scene_scale if self.scene_scale > 0 else None,
+            background=parse_color(self.background) if self.background else None,
         )
 
     @staticmethod
@@ -179,6 +188,7 @@ PARAM_DOCS: dict[str, str] = {
     "output_qos": "reliable or sensor_data, for published outputs",
     "qos_depth": "history depth of the QoS profiles",
     "diagnostics_period_s": "period of /diagnostics messages (s)",
+    "background": "colour behind predicted views: white, black, gray or R,G,B; empty = the model's own (its sky/environment map, or the colour it was trained on)",
 }
 
 

@@ -1,4 +1,4 @@
-"""`lrm4d demo` end to end (small) and `lrm4d export` read back by plyfile and open3d."""
+"""`lrm4d demo` end to end (small) and `lrm4d export` read back by plyfile (and open3d where it imports)."""
 
 from __future__ import annotations
 
@@ -41,10 +41,12 @@ def test_demo_writes_every_output_and_they_parse(demo_out):
     assert total == 16 * 150
     ply = PlyData.read(str(demo_out / "gaussians_3dgs.ply"))
     assert [p.name for p in ply["vertex"].properties] == list(GAUSSIAN_PLY_FIELDS)
-    import open3d as o3d
+    points = PlyData.read(str(demo_out / "points.ply"))["vertex"]
+    assert points.count == ply["vertex"].count
+    assert [p.name for p in points.properties] == ["x", "y", "z", "red", "green", "blue"]
+    np.testing.assert_allclose(np.stack([points["x"], points["y"], points["z"]], -1),
+                               np.stack([ply["vertex"]["x"], ply["vertex"]["y"], ply["vertex"]["z"]], -1))
 
-    pcd = o3d.io.read_point_cloud(str(demo_out / "points.ply"))
-    assert len(pcd.points) == ply["vertex"].count and pcd.has_colors()
     topics = set()
     with open(next((demo_out / "output_bag").glob("*.mcap")), "rb") as f:
         for _, channel, _, _ in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
@@ -76,11 +78,20 @@ def test_export_ply_follows_the_3dgs_convention(demo_out, tmp_path):
     s = np.exp(np.stack([col(f"scale_{i}") for i in range(3)], -1))
     cov = R @ (s[..., None] ** 2 * np.eye(3)) @ R.transpose(0, 2, 1)
     np.testing.assert_allclose(cov, cloud.covars.numpy(), atol=1e-5 * float(cloud.covars.abs().max()) + 1e-9)
-    import open3d as o3d
+    pts = PlyData.read(str(pts_path))["vertex"]  # plyfile: an independent reader
+    np.testing.assert_allclose(np.stack([pts["x"], pts["y"], pts["z"]], -1), cloud.means.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.stack([pts["red"], pts["green"], pts["blue"]], -1) / 255.0,
+                               cloud.colors.clamp(0, 1).numpy(), atol=0.5 / 255 + 1e-6)
 
-    pcd = o3d.io.read_point_cloud(str(pts_path))
-    np.testing.assert_allclose(np.asarray(pcd.points), cloud.means.numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(pcd.colors), cloud.colors.clamp(0, 1).numpy(), atol=1 / 255)
+
+def test_open3d_reads_the_point_cloud(demo_out):
+    """Where open3d imports (it needs the system library libusb), it reads our points.ply."""
+    try:
+        import open3d as o3d
+    except ImportError as err:
+        pytest.skip(f"open3d cannot import here: {err}")
+    pcd = o3d.io.read_point_cloud(str(demo_out / "points.ply"))
+    assert len(pcd.points) > 0 and pcd.has_colors()
 
 
 def test_export_and_view_errors(demo_out, tmp_path, capsys, monkeypatch):

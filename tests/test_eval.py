@@ -21,6 +21,7 @@ from lrm4d_core.data.format import load_scene
 from lrm4d_core.data.synth import synth_dataset
 from lrm4d_core.eval import baselines, run
 from lrm4d_core.eval.baselines import METHODS, example_from_batch, per_frame_groups, run_no_time, run_per_frame
+from lrm4d_core.eval.references import REFERENCES
 from lrm4d_core.eval.metrics import psnr, ssim
 from lrm4d_core.eval.perceptual import VGG16Features
 from lrm4d_core.eval.protocols import EvalDataset, nearest_input_frame, scene_protocols
@@ -133,7 +134,7 @@ def test_no_time_baseline_is_exactly_time_invariant(data, model, monkeypatch):
     assert info["static_time"] == pytest.approx(0.5 * float(ex.times.min() + ex.times.max()))
     # not trivially so: the static cloud is visible, and the 4D model's renders of that view do move
     assert (preds[canonical0[0]] - 1).abs().max() > 0.05
-    moving, _, _ = baselines.run_model(model, ex, WHITE)
+    moving, _, _, _ = baselines.run_model(model, ex, WHITE)
     assert any(not torch.equal(moving[j], moving[canonical0[0]]) for j in canonical0[1:])
 
 
@@ -172,10 +173,10 @@ def test_per_frame_baseline_uses_only_the_target_frame_inputs(data, model, monke
 
 def test_fit_budget_matches_the_model_time_or_the_given_seconds(data, model):
     _, ex = example(data, "two_rotating")
-    _, info = baselines.evaluate_example(model, ex, WHITE, METHODS, "match", fit_gaussians=32)
+    _, info, _, _ = baselines.evaluate_example(model, ex, WHITE, METHODS, "match", fit_gaussians=32)
     assert info["fit"]["budget_s"] == info["model"]["seconds"]
     assert isinstance(info["fit"]["steps"], int) and info["fit"]["steps"] >= 0
-    preds, info = baselines.evaluate_example(model, ex, WHITE, ("fit",), 0.3, fit_gaussians=32)
+    preds, info, _, _ = baselines.evaluate_example(model, ex, WHITE, ("fit",), 0.3, fit_gaussians=32)
     assert info["fit"]["budget_s"] == 0.3 and info["fit"]["steps"] >= 1
     assert set(preds) == {"fit"} and preds["fit"].shape == ex.target_images.shape
 
@@ -185,7 +186,7 @@ def test_cli_writes_json_markdown_and_figure(full_run, data, capsys):
     rc, out = full_run
     assert rc == 0
     res = strict_json(out / "eval.json")
-    assert res["methods"] == list(METHODS)
+    assert res["methods"] == list(METHODS) + list(REFERENCES)
     assert set(res["groups"]) == {"object", "driving"}
     obj, drv = res["groups"]["object"], res["groups"]["driving"]
     assert obj["protocols"] == list(PROTOCOLS) and obj["num_scenes"] == 2
@@ -204,7 +205,7 @@ def test_cli_writes_json_markdown_and_figure(full_run, data, capsys):
             assert set(r["model_beats"]) == {"no_time", "per_frame"}
     assert len(res["examples"]) == 2 * 4 + 1
     for row in res["examples"]:  # per-image numbers for every target and method
-        assert set(row["methods"]) == set(METHODS)
+        assert set(row["methods"]) == set(METHODS) | set(REFERENCES)
         assert all(len(v) == len(row["targets"]) for m in row["methods"].values() for v in m.values())
         if row["group"] == "object":  # inputs as the dataset defines the protocol
             ds = EvalDataset(data / "object", row["protocol"], seed=0)
@@ -218,7 +219,7 @@ def test_cli_writes_json_markdown_and_figure(full_run, data, capsys):
     assert header in md and "| method | random |" in md
     for label in res["method_labels"].values():
         rows = [line for line in md.splitlines() if line.startswith(f"| {label} |")]
-        assert len(rows) == 4  # object all/held-out + driving all/held-out
+        assert len(rows) >= 6  # object and driving: all targets, held-out targets, foreground
         assert all(" / " in c for c in rows[0].strip("|").split("|")[1:])
 
     with Image.open(out / "eval.png") as im:
@@ -232,8 +233,11 @@ def test_perfect_predictions_give_inf_psnr_and_unit_ssim_in_strict_json(data, mo
     assert json.loads(json.dumps(json_safe({"a": math.inf, "b": [-math.inf, math.nan, 1.5]}), allow_nan=False)) == {
         "a": "inf", "b": ["-inf", "nan", 1.5]}
 
+    real = baselines.evaluate_example
+
     def oracle(model_, ex, background, methods, *args, **kwargs):
-        return {m: ex.target_images.clone() for m in methods}, {m: {"seconds": 0.0} for m in methods}
+        _, _, rec, depth = real(model_, ex, background, ("model",))
+        return {m: ex.target_images.clone() for m in methods}, {m: {"seconds": 0.0} for m in methods}, rec, depth
 
     monkeypatch.setattr(baselines, "evaluate_example", oracle)
     res = run.evaluate(model, data / "object", protocols=["alternating"], max_scenes=1, out_dir=tmp_path, progress=False)
@@ -242,7 +246,7 @@ def test_perfect_predictions_give_inf_psnr_and_unit_ssim_in_strict_json(data, mo
     saved = strict_json(tmp_path / "eval.json")["groups"]["object"]["results"]["alternating"]["methods"]["model"]
     assert saved["psnr"] == "inf" and saved["ssim"] == pytest.approx(1.0)
     assert "| 4D-LRM (ours) | inf / 1.000 |" in (tmp_path / "eval.md").read_text()
-    assert "model/no_time/per_frame/fit: object/alternating inf/inf/inf/inf" in res["summary"]
+    assert "model/no_time/per_frame/fit/blank/mean_color/splats_heuristic/splats_true_depth: object/alternating inf/inf/inf/inf/" in res["summary"]
 
 
 def _fake_lpips_files(tmp_path: Path) -> tuple[Path, Path]:
@@ -266,7 +270,7 @@ def test_lpips_when_weights_are_given(data, checkpoint, tmp_path, capsys):
     assert rc == 0
     assert capsys.readouterr().out.startswith("eval: 1 examples")
     res = strict_json(out / "eval.json")
-    assert res["methods"] == ["model", "no_time", "per_frame"] and res["config"]["lpips"]
+    assert res["methods"] == ["model", "no_time", "per_frame", *REFERENCES] and res["config"]["lpips"]
     methods = res["groups"]["object"]["results"]["alternating"]["methods"]
     for m in res["methods"]:
         assert isinstance(methods[m]["lpips"], float) and methods[m]["lpips"] > 0

@@ -508,15 +508,20 @@ def test_reconstruct_and_render_with_the_real_rasterizer():
     world_cams = scene.cameras_to_world(cams)
     images = np.full((2, 16, 24, 3), 200, np.uint8)
     rec = api.reconstruct(model, images, world_cams, [5.0, 5.5], scene=scene, world=False)
-    out = api.render(rec, world_cams, 5.25, backend="torch")
+    grey = torch.tensor([0.3, 0.4, 0.5])
+    out = api.render(rec, world_cams, 5.25, background=grey, backend="torch")
     assert out.color.shape == (2, 16, 24, 3) and torch.isfinite(out.color).all()
     # untrained head: grey Gaussians at the scene centre's depth cover the views
     assert out.alpha.mean() > 0.3
     # the same image from the world-frame 4D set, and from model space
-    same = api.render(rec.gaussians, world_cams, 5.25, backend="torch")
+    same = api.render(rec.gaussians, world_cams, 5.25, background=grey, backend="torch")
     torch.testing.assert_close(same.color, out.color, atol=1e-3, rtol=0)
-    model_space = api.render(rec.gaussians_model, rec.model_cameras, 0.0, backend="torch")
+    model_space = api.render(rec.gaussians_model, rec.model_cameras, 0.0, background=grey, backend="torch")
     torch.testing.assert_close(model_space.color, out.color, atol=1e-3, rtol=0)
+    # without a background: the SPEC model (no environment map) composites on its training colour
+    assert rec.environment is None and rec.background == (1.0, 1.0, 1.0)
+    white = api.render(rec, world_cams, 5.25, backend="torch")
+    torch.testing.assert_close(white.color, api.render(rec, world_cams, 5.25, background=torch.ones(3), backend="torch").color)
 
 
 # ------------------------------------------------------------------ model-info

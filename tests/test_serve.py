@@ -135,11 +135,11 @@ class SlowModel(torch.nn.Module):
     def device(self):
         return self.inner.device
 
-    def forward(self, *args):
+    def forward(self, *args, **kwargs):
         self.calls += 1
         if self.times is None or self.calls <= self.times:
             time.sleep(self.delay_s)
-        return self.inner(*args)
+        return self.inner(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ wire format

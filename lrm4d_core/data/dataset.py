@@ -33,6 +33,8 @@ input_cam_to_world     [V, 4, 4]        float32 OpenCV camera-to-world
 input_times            [V]              float32 seconds since the scene's earliest image
 input_views/frames     [V]              int64 view and frame indices
 input_masks/depths     [V, H, W]        only with ``with_masks`` / ``with_depth`` (nearest resize)
+input_velocities       [V, H, W, 3]     only with ``with_velocity``: world velocity (units/s) of the
+                                        surface each pixel sees, NaN where none (nearest resize)
 target_*               same             for the targets
 scene_id               str
 time_offset            float64 scalar   absolute time of ``times == 0``
@@ -53,7 +55,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .format import SceneMeta, find_scenes, load_scene, read_depth, read_image, read_mask
+from .cache import ScenePack, resize_image
+from .format import SceneMeta, find_scenes, load_scene, read_depth, read_image, read_mask, read_velocity
 
 __all__ = ["PROTOCOLS", "protocol_views", "evaluation_targets", "random_views", "resize_image", "scale_intrinsics", "SceneDataset"]
 
@@ -123,20 +126,6 @@ def scale_intrinsics(K: np.ndarray, old_size: tuple[int, int], new_size: tuple[i
     return np.diag([sx, sy, 1.0]) @ np.asarray(K, dtype=np.float64)
 
 
-def resize_image(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """Resize uint8 RGB (bicubic, anti-aliased) or a bool/float map (nearest) to (W, H) = size."""
-    from PIL import Image
-
-    w, h = size
-    if img.shape[1] == w and img.shape[0] == h:
-        return img
-    if nearest:
-        if img.dtype == bool:
-            return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((w, h), Image.NEAREST)) > 0
-        return np.asarray(Image.fromarray(img.astype(np.float32)).resize((w, h), Image.NEAREST))
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
-
-
 class SceneDataset(Dataset):
     """Examples of input and target view-times from the scenes under ``root`` (module docstring).
 
@@ -147,8 +136,11 @@ class SceneDataset(Dataset):
         seed: base seed of the draws.
         input_protocol: "random" or one of `PROTOCOLS` (then the protocol fixes the count).
         target_protocol: "random" or "evaluation" (`evaluation_targets`).
-        with_masks, with_depth: also return masks / depth maps (scenes must have them).
+        with_masks, with_depth, with_velocity: also return masks / depth maps / velocity maps
+            (scenes must have them).
         near, far: defaults for scenes whose scene.json has none (object scale, SPEC §1).
+        cache_dir: keep decoded, resized scenes there (`data.cache.ScenePack`, memory-mapped) and
+            read every image from them; None decodes the files on every access.
     """
 
     def __init__(
@@ -164,6 +156,8 @@ class SceneDataset(Dataset):
         with_depth: bool = False,
         near: float = 0.1,
         far: float = 4.5,
+        with_velocity: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ):
         roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
         self.scene_dirs: list[Path] = [d for r in roots for d in find_scenes(r)]
@@ -185,9 +179,12 @@ class SceneDataset(Dataset):
         self.target_protocol = target_protocol
         self.with_masks = with_masks
         self.with_depth = with_depth
+        self.with_velocity = with_velocity
         self.near, self.far = float(near), float(far)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.epoch = 0
         self._metas: dict[int, SceneMeta] = {}
+        self._packs: dict[tuple[int, tuple[int, int]], ScenePack] = {}
 
     def __len__(self) -> int:
         return len(self.scene_dirs)
@@ -221,31 +218,48 @@ class SceneDataset(Dataset):
 
         return order(inputs), order(targets)
 
-    def _load(self, meta: SceneMeta, pairs: list[tuple[int, int]], prefix: str, t0: float) -> dict:
-        images, Ks, poses, times, masks, depths = [], [], [], [], [], []
+    def _pack(self, index: int, size: tuple[int, int]) -> ScenePack:
+        key = (index, size)
+        if key not in self._packs:
+            self._packs[key] = ScenePack(self.meta(index), size, self.cache_dir)
+        return self._packs[key]
+
+    def _read(self, meta: SceneMeta, index: int, rec, size: tuple[int, int]) -> dict:
+        """One image and the maps asked for, at (W, H) = size (from the pack when caching)."""
+        wanted = {"mask": self.with_masks, "depth": self.with_depth, "velocity": self.with_velocity}
+        if self.cache_dir is not None:
+            pack = self._pack(index, size)
+            out = {"image": np.asarray(pack.images[rec.index])}
+            for name, want in wanted.items():
+                if want:
+                    arr = getattr(pack, name)
+                    if arr is None:
+                        raise ValueError(f"{meta.source}: images[{rec.index}] has no {name} (with_{name}=True)")
+                    out[name] = np.asarray(arr[rec.index])
+            return out
+        out = {"image": resize_image(read_image(meta, rec), size)}
+        readers = {"mask": read_mask, "depth": read_depth, "velocity": read_velocity}
+        for name, want in wanted.items():
+            if want:
+                arr = readers[name](meta, rec)
+                if arr is None:
+                    raise ValueError(f"{meta.source}: images[{rec.index}] has no {name} (with_{name}=True)")
+                out[name] = resize_image(arr, size, nearest=True)
+        return out
+
+    def _load(self, meta: SceneMeta, index: int, pairs: list[tuple[int, int]], prefix: str, t0: float) -> dict:
+        size = (self.image_size[1], self.image_size[0]) if self.image_size is not None else (meta.width, meta.height)
+        images, Ks, poses, times, masks, depths, velocities = [], [], [], [], [], [], []
         for v, f in pairs:
             rec = meta.record(v, f)
-            img = read_image(meta, rec)
-            if self.image_size is not None:
-                size = (self.image_size[1], self.image_size[0])
-            else:
-                size = (meta.width, meta.height)
-            K = scale_intrinsics(rec.K, (rec.width, rec.height), size)
-            img = resize_image(img, size)
-            images.append(img)
-            Ks.append(K)
+            got = self._read(meta, index, rec, size)
+            images.append(got["image"])
+            Ks.append(scale_intrinsics(rec.K, (rec.width, rec.height), size))
             poses.append(rec.cam_to_world)
             times.append(rec.time - t0)
-            if self.with_masks:
-                m = read_mask(meta, rec)
-                if m is None:
-                    raise ValueError(f"{meta.source}: images[{rec.index}] has no mask (with_masks=True)")
-                masks.append(resize_image(m, size, nearest=True))
-            if self.with_depth:
-                d = read_depth(meta, rec)
-                if d is None:
-                    raise ValueError(f"{meta.source}: images[{rec.index}] has no depth (with_depth=True)")
-                depths.append(resize_image(d, size, nearest=True))
+            masks.append(got.get("mask"))
+            depths.append(got.get("depth"))
+            velocities.append(got.get("velocity"))
         out = {
             f"{prefix}_images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0),
             f"{prefix}_K": torch.from_numpy(np.stack(Ks)).float(),
@@ -258,6 +272,8 @@ class SceneDataset(Dataset):
             out[f"{prefix}_masks"] = torch.from_numpy(np.stack(masks))
         if self.with_depth:
             out[f"{prefix}_depths"] = torch.from_numpy(np.stack(depths).astype(np.float32))
+        if self.with_velocity:
+            out[f"{prefix}_velocities"] = torch.from_numpy(np.stack(velocities).astype(np.float32))
         return out
 
     def __getitem__(self, index: int) -> dict:
@@ -269,8 +285,8 @@ class SceneDataset(Dataset):
         inputs, targets = self.sample(index)
         t0 = min(r.time for r in meta.images)
         batch = {"scene_id": meta.scene_id}
-        batch.update(self._load(meta, inputs, "input", t0))
-        batch.update(self._load(meta, targets, "target", t0))
+        batch.update(self._load(meta, index, inputs, "input", t0))
+        batch.update(self._load(meta, index, targets, "target", t0))
         batch["time_offset"] = torch.tensor(t0, dtype=torch.float64)
         batch["near"] = torch.tensor(meta.near if meta.near is not None else self.near, dtype=torch.float32)
         batch["far"] = torch.tensor(meta.far if meta.far is not None else self.far, dtype=torch.float32)

@@ -197,7 +197,7 @@ def _car(rng: np.random.Generator, name: str, path: RoadPath) -> Node:
 _SKIN = ((0.96, 0.8, 0.69), (0.87, 0.67, 0.5), (0.65, 0.45, 0.3), (0.45, 0.3, 0.2))
 
 
-def _pedestrian(rng: np.random.Generator, name: str, path: RoadPath) -> Node:
+def pedestrian(rng: np.random.Generator, name: str, path: RoadPath) -> Node:
     walking = abs(path.speed) > 0.05
     root = Node(name, path, RoadYaw(path, path.speed < 0))
     skin = Material(Solid(_SKIN[int(rng.integers(len(_SKIN)))]))
@@ -333,7 +333,7 @@ def random_driving_scene(
         lat = side * (road.half_width + rng.uniform(0.7, road.sidewalk - 1.2))
         v = 0.0 if rng.uniform() < 0.2 else rng.choice([-1, 1]) * rng.uniform(0.9, 1.8)
         path = RoadPath(road, float(rng.uniform(-10.0, s_end + 50.0)), float(v), float(lat))
-        objects.append(_pedestrian(rng, f"pedestrian{i}", path))
+        objects.append(pedestrian(rng, f"pedestrian{i}", path))
 
     el = np.deg2rad(rng.uniform(25, 65))
     az = rng.uniform(0, 2 * np.pi)

@@ -7,12 +7,16 @@ One directory per scene::
     <scene_dir>/depth/v00_f000.npz       optional: float32 [H, W] z-depth, inf = background
                                          (.npz with array "depth", or a plain .npy)
     <scene_dir>/masks/v00_f000.png       optional: 8-bit, nonzero = foreground
+    <scene_dir>/velocity/v00_f000.npz    optional: float32 [H, W, 3] world velocity (units/s) of the
+                                         surface each pixel sees, NaN = no surface (array "velocity")
 
 ``scene.json`` holds the format name and version, the image size, and one record per image with
 its view index, frame index, time (seconds), OpenCV intrinsics ``K`` (3x3, pixel centres at +0.5)
 and ``cam_to_world`` (4x4, OpenCV axes: x right, y down, z forward). Optional: ``views`` (kind
 and name per view index, used by the evaluation protocols), ``frames`` (nominal time per frame),
-``near``/``far``, ``scene_box``, ``fps``, ``generator``; unknown keys are kept and ignored.
+``near``/``far``, ``scene_box``, ``fps``, ``ground_plane`` ([a, b, c, d]: the ground a x + b y + c z
++ d = 0 with (a, b, c) the unit up normal, for rigs with a floor or road), ``generator``; unknown keys
+are kept and ignored.
 
 `load_scene` validates everything and raises `SceneFormatError` naming the file and the field
 (e.g. ``.../scene.json: images[3].cam_to_world: rotation part is not orthonormal``).
@@ -45,6 +49,7 @@ __all__ = [
     "read_image",
     "read_depth",
     "read_mask",
+    "read_velocity",
     "SceneWriter",
 ]
 
@@ -70,6 +75,7 @@ class ImageRecord:
     height: int
     depth: str | None = None
     mask: str | None = None
+    velocity: str | None = None
 
 
 @dataclass
@@ -86,6 +92,7 @@ class SceneMeta:
     far: float | None = None
     scene_box: np.ndarray | None = None
     fps: float | None = None
+    ground_plane: np.ndarray | None = None  # [4] (a, b, c, d), unit up normal (a, b, c)
     raw: dict = field(default_factory=dict, repr=False)
     _lookup: dict = field(default_factory=dict, repr=False)
 
@@ -223,6 +230,12 @@ def parse_scene(data: Any, root: str | os.PathLike, source: str | None = None, c
         if fps <= 0:
             raise _fail(source, "fps", f"must be positive, got {fps}")
 
+    ground = None
+    if data.get("ground_plane") is not None:
+        ground = _matrix([data["ground_plane"]], (1, 4), source, "ground_plane")[0]
+        if abs(np.linalg.norm(ground[:3]) - 1.0) > 1e-6:
+            raise _fail(source, "ground_plane", f"(a, b, c) must be a unit normal, got {ground[:3].tolist()}")
+
     images_raw = data.get("images")
     if not isinstance(images_raw, list) or not images_raw:
         raise _fail(source, "images", "expected a non-empty list of image records")
@@ -247,18 +260,19 @@ def parse_scene(data: Any, root: str | os.PathLike, source: str | None = None, c
         ih = _int(rec.get("height", height), source, f"{w}.height", 1)
         depth = _relpath(rec["depth"], source, f"{w}.depth") if rec.get("depth") is not None else None
         mask = _relpath(rec["mask"], source, f"{w}.mask") if rec.get("mask") is not None else None
+        velocity = _relpath(rec["velocity"], source, f"{w}.velocity") if rec.get("velocity") is not None else None
         if (view, frame) in seen:
             raise _fail(source, w, f"duplicate (view {view}, frame {frame}), also images[{seen[(view, frame)]}]")
         seen[(view, frame)] = i
         if check_files:
-            for key, rel in (("file", file), ("depth", depth), ("mask", mask)):
+            for key, rel in (("file", file), ("depth", depth), ("mask", mask), ("velocity", velocity)):
                 if rel is not None and not (root / rel).is_file():
                     raise _fail(source, f"{w}.{key}", f"file not found: {root / rel}")
-        images.append(ImageRecord(i, file, view, frame, time, K, c2w, iw, ih, depth, mask))
+        images.append(ImageRecord(i, file, view, frame, time, K, c2w, iw, ih, depth, mask, velocity))
 
     views = _parse_views(data.get("views"), images, source)
     frames = _parse_frames(data.get("frames"), images, source)
-    return SceneMeta(root, scene_id, rig, width, height, images, frames, views, near, far, box, fps, data)
+    return SceneMeta(root, scene_id, rig, width, height, images, frames, views, near, far, box, fps, ground, data)
 
 
 def _parse_views(raw: Any, images: list[ImageRecord], source: str) -> list[dict]:
@@ -369,6 +383,21 @@ def read_depth(meta: SceneMeta, rec: ImageRecord) -> np.ndarray | None:
     return arr.astype(np.float32, copy=False)
 
 
+def read_velocity(meta: SceneMeta, rec: ImageRecord) -> np.ndarray | None:
+    """float32 [H, W, 3] world velocity of the surface each pixel sees (NaN: none), or None."""
+    if rec.velocity is None:
+        return None
+    path = meta.path(rec.velocity)
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            arr = loaded["velocity"] if "velocity" in loaded.files else loaded[loaded.files[0]]
+    except (OSError, ValueError, IndexError, KeyError) as e:
+        raise SceneFormatError(f"{meta.source}: images[{rec.index}].velocity: cannot read {path}: {e}") from None
+    if arr.shape != (rec.height, rec.width, 3):
+        raise SceneFormatError(f"{meta.source}: images[{rec.index}].velocity: {path} has shape {arr.shape}, expected {(rec.height, rec.width, 3)}")
+    return arr.astype(np.float32, copy=False)
+
+
 def read_mask(meta: SceneMeta, rec: ImageRecord) -> np.ndarray | None:
     if rec.mask is None:
         return None
@@ -431,6 +460,7 @@ class SceneWriter:
         far: float | None = None,
         scene_box=None,
         fps: float | None = None,
+        ground_plane=None,
         extra: dict | None = None,
         overwrite: bool = False,
     ):
@@ -440,7 +470,7 @@ class SceneWriter:
                 raise FileExistsError(f"{self.root / SCENE_FILE} exists (pass overwrite=True to replace the scene)")
             # replace only what this format owns
             (self.root / SCENE_FILE).unlink()
-            for sub in ("images", "depth", "masks"):
+            for sub in ("images", "depth", "masks", "velocity"):
                 if (self.root / sub).is_dir():
                     shutil.rmtree(self.root / sub)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -452,7 +482,8 @@ class SceneWriter:
             "width": int(width),
             "height": int(height),
         }
-        for key, value in (("fps", fps), ("near", near), ("far", far), ("scene_box", scene_box), ("views", views), ("frames", frames)):
+        for key, value in (("fps", fps), ("near", near), ("far", far), ("scene_box", scene_box), ("ground_plane", ground_plane),
+                           ("views", views), ("frames", frames)):
             if value is not None:
                 self.header[key] = _jsonable(value)
         if extra:
@@ -471,6 +502,7 @@ class SceneWriter:
         *,
         depth: np.ndarray | None = None,
         mask: np.ndarray | None = None,
+        velocity: np.ndarray | None = None,
         source_file: str | os.PathLike | None = None,
     ) -> dict:
         from PIL import Image
@@ -507,6 +539,10 @@ class SceneWriter:
             (self.root / "masks").mkdir(exist_ok=True)
             rec["mask"] = f"masks/{stem}.png"
             Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(self.root / rec["mask"])
+        if velocity is not None:
+            (self.root / "velocity").mkdir(exist_ok=True)
+            rec["velocity"] = f"velocity/{stem}.npz"
+            np.savez_compressed(self.root / rec["velocity"], velocity=np.asarray(velocity, dtype=np.float32))
         self.images.append(rec)
         return rec
 

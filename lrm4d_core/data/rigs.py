@@ -15,6 +15,11 @@ Azimuth a and elevation e put the camera at ``distance * (cos e cos a, cos e sin
 "Over the clip" means in proportion to ``(t - t_first) / (t_last - t_first + dt)``, dt the frame
 spacing, so a full orbit returns to the start one frame after the last.
 
+Workspace rig: 3-6 static cameras around a floor area (`workspace.random_workspace_scene`),
+looking inward and down at a point near its centre: azimuths evenly spread with +-20 deg jitter,
+horizontal distance 2.5-5 m, height 1.2-4 m (pitch drawn in 15-70 deg below the horizon),
+horizontal FOV 55-80 deg, named ``cam0`` .. ``camN``.
+
 Driving rig: 6 surround cameras rigidly mounted on the ego vehicle (ego frame x forward, y left,
 z up), 70 deg horizontal FOV each, 1.6 m above the ground, no pitch; yaw: front 0, front_left
 +55, front_right -55, back 180, back_left +110, back_right -110 deg (nuScenes-like, overlapping).
@@ -33,6 +38,7 @@ __all__ = [
     "RigCameras",
     "object_rig",
     "driving_rig",
+    "workspace_rig",
     "SURROUND_CAMERAS",
     "DEFAULT_OBJECT_VIEWS",
 ]
@@ -183,3 +189,25 @@ def driving_rig(scene, times, width: int, height: int, *, hfov_deg: float = 70.0
         views.append({"index": i, "kind": "surround", "name": name, "yaw": yaw, "mount": [float(x) for x in pos], "hfov": hfov_deg})
     Ks = np.broadcast_to(K, (len(views), len(times), 3, 3)).copy()
     return RigCameras(views, Ks, np.stack(poses), times, {"hfov_deg": hfov_deg, "ego_poses": ego})
+
+
+def workspace_rig(rng: np.random.Generator, times, width: int, height: int, *, cameras: int | None = None) -> RigCameras:
+    """Static inward-and-down cameras of a workspace scene (see the module docstring)."""
+    times = np.asarray(times, dtype=np.float64)
+    n = int(rng.integers(3, 7)) if cameras is None else int(cameras)
+    offset = rng.uniform(0, 360)
+    views, poses, Ks = [], [], []
+    for i in range(n):
+        az = np.deg2rad(offset + 360.0 * i / n + rng.uniform(-20, 20))
+        target = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6), rng.uniform(0.0, 0.4)])
+        dist = rng.uniform(2.5, 5.0)
+        pitch = np.deg2rad(rng.uniform(15.0, 70.0))
+        h = float(np.clip(target[2] + dist * np.tan(pitch), 1.2, 4.0))
+        eye = target + np.array([dist * np.cos(az), dist * np.sin(az), 0.0])
+        eye[2] = h
+        hfov = float(rng.uniform(55.0, 80.0))
+        poses.append(np.broadcast_to(look_at(eye, target), (len(times), 4, 4)))
+        Ks.append(np.broadcast_to(intrinsics(width, height, hfov, "x"), (len(times), 3, 3)))
+        views.append({"index": i, "kind": "workspace", "name": f"cam{i}", "hfov": hfov, "height": h,
+                      "distance": float(dist), "target": [float(x) for x in target]})
+    return RigCameras(views, np.stack(Ks).copy(), np.stack(poses).copy(), times, {"cameras": n})

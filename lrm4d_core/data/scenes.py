@@ -27,7 +27,9 @@ background colour (object scenes) or a sky gradient (driving). Optional distance
 
 `Scene.render(K, cam_to_world, width, height, t)` returns ``rgb`` uint8 [H, W, 3], ``depth``
 float32 [H, W] (z-depth along the optical axis, OpenCV, ``inf`` where nothing is hit) and
-``mask`` bool [H, W] (a surface is hit). With ``supersample=s`` the colour averages s x s
+``mask`` bool [H, W] (a surface is hit), and with ``with_velocity=True`` also ``velocity`` float32
+[H, W, 3]: the world velocity of the surface point each pixel-centre ray hits (exact scene flow,
+NaN where nothing is hit). With ``supersample=s`` the colour averages s x s
 sub-pixel rays (anti-aliasing), while depth and mask stay those of the pixel-centre ray.
 
 `random_object_scene(seed)` builds 1-3 animated objects (textured primitives on Bezier and
@@ -525,7 +527,24 @@ class SceneState:
                 out.append(g)
         return out
 
-    def render(self, K, cam_to_world, width: int, height: int, supersample: int = 1):
+    def surface_velocity(self, points: np.ndarray, prim: np.ndarray, step: float = 1e-3) -> np.ndarray:
+        """World velocity [N, 3] (scene units per second) of surface points [N, 3] lying on the
+        primitives ``prim`` [N] (-1: no surface, NaN velocity) at this state's time: each point is
+        carried by its primitive's affine map, differentiated centrally over +-``step`` seconds.
+        Why: exact scene flow for training and for checking the velocities the model implies."""
+        if not hasattr(self, "_neighbours"):
+            self._neighbours = (self.scene.evaluate(self.t - step), self.scene.evaluate(self.t + step), step)
+        before, after, h = self._neighbours
+        out = np.full((len(points), 3), np.nan)
+        for pi in np.unique(prim[prim >= 0]):
+            sel = prim == pi
+            a_inv = self.prims[pi].A_inv
+            local = points[sel] @ a_inv[:3, :3].T + a_inv[:3, 3]
+            a0, a1 = before.prims[pi].A, after.prims[pi].A
+            out[sel] = (local @ (a1[:3, :3] - a0[:3, :3]).T + (a1[:3, 3] - a0[:3, 3])) / (2 * h)
+        return out
+
+    def render(self, K, cam_to_world, width: int, height: int, supersample: int = 1, with_velocity: bool = False):
         K = np.asarray(K, dtype=np.float64)
         c2w = np.asarray(cam_to_world, dtype=np.float64)
         if K.shape != (3, 3) or c2w.shape != (4, 4):
@@ -557,7 +576,11 @@ class SceneState:
                     color += self.shade(o, ds, self.trace(o, ds, groups))
             color /= supersample * supersample
         rgb = np.round(np.clip(color, 0.0, 1.0) * 255.0).astype(np.uint8).reshape(height, width, 3)
-        return rgb, depth, mask
+        if not with_velocity:
+            return rgb, depth, mask
+        points = o + np.where(np.isfinite(tr.t), tr.t, 0.0)[:, None] * d
+        velocity = self.surface_velocity(points, tr.prim).reshape(height, width, 3).astype(np.float32)
+        return rgb, depth, mask, velocity
 
 
 class Scene:
@@ -598,9 +621,11 @@ class Scene:
     def evaluate(self, t: float) -> SceneState:
         return SceneState(self, t)
 
-    def render(self, K, cam_to_world, width: int, height: int, t: float, supersample: int = 1):
-        """(rgb uint8 [H, W, 3], depth float32 [H, W] z-depth with inf background, mask bool [H, W])."""
-        return self.evaluate(t).render(K, cam_to_world, width, height, supersample)
+    def render(self, K, cam_to_world, width: int, height: int, t: float, supersample: int = 1, with_velocity: bool = False):
+        """(rgb uint8 [H, W, 3], depth float32 [H, W] z-depth with inf background, mask bool [H, W]),
+        plus velocity float32 [H, W, 3] (world units/s of the surface seen, NaN where none) with
+        ``with_velocity``."""
+        return self.evaluate(t).render(K, cam_to_world, width, height, supersample, with_velocity)
 
     def bounds(self, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """World AABB (lo, hi) of all bounded primitives over the given times."""

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from lrm4d_core import fit as _fit
 from lrm4d_core.cameras import Cameras, SceneNormalization
+from lrm4d_core.gaussians import Gaussians4D
 from lrm4d_core.model import api as _api
 from lrm4d_core.model.lrm4d import LRM4D
 
@@ -68,6 +69,9 @@ class Example:
     target_views: Tensor
     target_frames: Tensor
     extra: dict[str, Any] = field(default_factory=dict)
+    input_depths: Tensor | None = None  # [V, H, W] z-depth (inf: nothing hit), when the data has it
+    target_depths: Tensor | None = None  # [T, H, W]
+    target_masks: Tensor | None = None  # [T, H, W] bool foreground
 
     @property
     def input_pairs(self) -> list[tuple[int, int]]:
@@ -94,6 +98,9 @@ def example_from_batch(batch: dict) -> Example:
         target_times=batch["target_times"].double(),
         target_views=batch["target_views"].long(),
         target_frames=batch["target_frames"].long(),
+        input_depths=batch["input_depths"].double() if "input_depths" in batch else None,
+        target_depths=batch["target_depths"].double() if "target_depths" in batch else None,
+        target_masks=batch["target_masks"].bool() if "target_masks" in batch else None,
     )
 
 
@@ -106,18 +113,23 @@ RENDER_CHUNK = 8
 
 
 def render_targets(
-    rec: _api.Reconstruction,
+    rec: _api.Reconstruction | Gaussians4D,
     cameras: Cameras,
     times: Tensor,
     background: Tensor | None,
     at: float | None = None,
-) -> Tensor:
-    """Render every target camera at its time (or all at time `at`): [T, 3, H, W] float32 CPU in [0, 1].
+    with_depth: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Render every target camera at its time (or all at time `at`): [T, 3, H, W] float32 CPU in [0, 1]
+    (and with `with_depth` the expected z-depth [T, H, W], 0 where nothing renders).
 
-    Targets sharing a time are rendered together (`RENDER_CHUNK` cameras per call), and identical
-    cameras at the same time (a static camera under a static cloud) are rendered once.
+    `rec`: a Reconstruction (rendered as `model.api.render` does: over its environment map when
+    `background` is None) or a world-frame Gaussians4D. Targets sharing a time are rendered
+    together (`RENDER_CHUNK` cameras per call), and identical cameras at the same time (a static
+    camera under a static cloud) are rendered once.
     """
     out = torch.empty(len(cameras), 3, cameras.height, cameras.width, dtype=torch.float32)
+    depth_out = torch.zeros(len(cameras), cameras.height, cameras.width, dtype=torch.float32)
     render_times = torch.full_like(times, float(at)) if at is not None else times
     with torch.inference_mode():
         for t in torch.unique(render_times).tolist():
@@ -128,12 +140,14 @@ def render_targets(
             for k, u in enumerate(inverse.tolist()):  # one representative target per distinct camera
                 if first[u] < 0:
                     first[u] = idx[k]
-            colors = []
+            colors, depths = [], []
             for c in range(0, len(first), RENDER_CHUNK):
                 res = _api.render(rec, cameras[first[c:c + RENDER_CHUNK]], float(t), background=background)
                 colors.append(res.color.permute(0, 3, 1, 2).float().clamp(0.0, 1.0).cpu())
+                depths.append(res.depth[..., 0].float().cpu())
             out[idx] = torch.cat(colors)[inverse]
-    return out
+            depth_out[idx] = torch.cat(depths)[inverse]
+    return (out, depth_out) if with_depth else out
 
 
 def _timed_reconstruct(
@@ -154,10 +168,10 @@ def _model_pixels(model: LRM4D, images: Tensor) -> Tensor:
     return pixels
 
 
-def run_model(model: LRM4D, ex: Example, background: Tensor | None) -> tuple[Tensor, dict, _api.Reconstruction]:
+def run_model(model: LRM4D, ex: Example, background: Tensor | None) -> tuple[Tensor, dict, _api.Reconstruction, Tensor]:
     rec, seconds = _timed_reconstruct(model, ex.images, ex.cameras, ex.times)
-    preds = render_targets(rec, ex.target_cameras, ex.target_times, background)
-    return preds, {"seconds": seconds}, rec
+    preds, depth = render_targets(rec, ex.target_cameras, ex.target_times, background, with_depth=True)
+    return preds, {"seconds": seconds}, rec, depth
 
 
 def run_no_time(model: LRM4D, ex: Example, background: Tensor | None) -> tuple[Tensor, dict]:
@@ -221,7 +235,9 @@ def run_fit(
     pixels = _model_pixels(model, ex.images)
     cams = rec.model_cameras.to(device=device, dtype=torch.float32)
     times = rec.model_times.to(device=device, dtype=torch.float32)
-    bg = background.to(device) if background is not None else None
+    if background is None:  # the fit has no environment map: the model's training background
+        background = torch.tensor(model.config.background, dtype=torch.float32)
+    bg = background.to(device)
     t0 = _time.perf_counter()
     init = None
     if device.type != "cpu":
@@ -233,7 +249,8 @@ def run_fit(
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
         result = _fit.fit_gaussians4d(pixels, cams, times, cfg, init=init, background=bg)
     seconds = _time.perf_counter() - t0
-    fitted = _api.Reconstruction(result.gaussians.detach(), rec.scene, rec.time, rec.model_cameras, rec.model_times)
+    fitted = _api.Reconstruction(result.gaussians.detach(), rec.scene, rec.time, rec.model_cameras, rec.model_times,
+                                 background=tuple(float(c) for c in background.tolist()))
     preds = render_targets(fitted, ex.target_cameras, ex.target_times, background)
     info = {"seconds": seconds, "budget_s": float(budget_s), "steps": int(result.steps), "final_loss": float(result.final_loss),
             "num_gaussians": int(num_gaussians), "device": str(device)}
@@ -256,9 +273,12 @@ def evaluate_example(
     fit_budget: str | float = "match",
     fit_gaussians: int = 4096,
     seed: int = 0,
-) -> tuple[dict[str, Tensor], dict[str, dict]]:
-    """Run `methods` on one example: ({method: renders [T, 3, H, W]}, {method: timing/info}).
+) -> tuple[dict[str, Tensor], dict[str, dict], _api.Reconstruction, Tensor | None]:
+    """Run `methods` on one example: ({method: renders [T, 3, H, W]}, {method: timing/info}, the
+    model's reconstruction, the model's rendered z-depth [T, H, W] (None without "model")).
 
+    ``background``: a colour every method composites on, or None: each renders as users get it
+    (over the model's environment map, or the colour it was trained on).
     ``fit_budget``: "match" (the ``model`` reconstruct time of this example; the model is then
     run even if not in `methods`) or seconds.
     """
@@ -269,8 +289,9 @@ def evaluate_example(
     info: dict[str, dict] = {}
     # the model's reconstruction always runs: it fixes the scene normalization of the per-frame
     # baseline and the fit, and its time is the fit's budget
+    depth = None
     if "model" in methods:
-        preds["model"], info["model"], rec = run_model(model, ex, background)
+        preds["model"], info["model"], rec, depth = run_model(model, ex, background)
         model_seconds = info["model"]["seconds"]
     else:
         rec, model_seconds = _timed_reconstruct(model, ex.images, ex.cameras, ex.times)
@@ -281,4 +302,4 @@ def evaluate_example(
     if "fit" in methods:
         budget = model_seconds if fit_budget == "match" else float(fit_budget)
         preds["fit"], info["fit"] = run_fit(model, ex, rec, budget, background, fit_gaussians, seed)
-    return preds, info
+    return preds, info, rec, depth

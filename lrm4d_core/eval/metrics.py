@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "ssim", "ssim_map", "masked_psnr", "masked_ssim", "depth_errors"]
 
 
 def psnr(pred: Tensor, target: Tensor, max_value: float = 1.0) -> Tensor:
@@ -24,13 +24,8 @@ def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.
     return g / g.sum()
 
 
-def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, max_value: float = 1.0) -> Tensor:
-    """Structural similarity (Wang et al. 2004) with a Gaussian window, averaged over channels and the
-    valid region (no padding), as scikit-image's `structural_similarity(gaussian_weights=True,
-    use_sample_covariance=False, data_range=max_value)`. Differentiable: usable as a loss.
-
-    [..., C, H, W] -> [...]
-    """
+def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, max_value: float = 1.0) -> Tensor:
+    """Per-pixel SSIM averaged over channels on the valid region: [..., C, H, W] -> [..., H-w+1, W-w+1]."""
     batch = pred.shape[:-3]
     c, h, w = pred.shape[-3:]
     if min(h, w) < window:
@@ -52,4 +47,46 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, max
     sxy = blur(x * y) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).flatten(1).mean(-1).reshape(batch)
+    out = (num / den).mean(1)
+    return out.reshape(*batch, *out.shape[-2:])
+
+
+def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, max_value: float = 1.0) -> Tensor:
+    """Structural similarity (Wang et al. 2004) with a Gaussian window, averaged over channels and the
+    valid region (no padding), as scikit-image's `structural_similarity(gaussian_weights=True,
+    use_sample_covariance=False, data_range=max_value)`. Differentiable: usable as a loss.
+
+    [..., C, H, W] -> [...]
+    """
+    return ssim_map(pred, target, window, sigma, max_value).flatten(-2).mean(-1)
+
+
+def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor, max_value: float = 1.0) -> list[float | None]:
+    """PSNR over the pixels where `mask` [N, H, W] holds, per image ([N, C, H, W]); None where empty."""
+    err = ((pred - target) ** 2).mean(-3)
+    out = []
+    for e, m in zip(err, mask.bool()):
+        n = int(m.sum())
+        out.append(None if n == 0 else float(10.0 * torch.log10(max_value**2 / (e[m].sum() / n))))
+    return out
+
+
+def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor, window: int = 11) -> list[float | None]:
+    """SSIM averaged over the masked pixels of the valid region (mask cropped by the window), per image."""
+    smap = ssim_map(pred, target, window)
+    r = window // 2
+    crop = mask.bool()[:, r: mask.shape[-2] - r, r: mask.shape[-1] - r]
+    return [None if int(m.sum()) == 0 else float(s[m].mean()) for s, m in zip(smap, crop)]
+
+
+def depth_errors(pred: Tensor, target: Tensor) -> dict[str, float | None]:
+    """AbsRel and the fraction within a factor 1.25 (delta < 1.25) of predicted z-depth [N, H, W]
+    over pixels whose true depth [N, H, W] is finite and positive; a pixel where nothing renders
+    (predicted depth 0) counts as an error of 100% and fails the threshold."""
+    valid = torch.isfinite(target) & (target > 0)
+    if not valid.any():
+        return {"abs_rel": None, "delta_1_25": None, "pixels": 0}
+    p, t = pred[valid].double(), target[valid].double()
+    ratio = torch.maximum(p / t, t / p.clamp_min(1e-12))
+    return {"abs_rel": float(((p - t).abs() / t).mean()), "delta_1_25": float((ratio < 1.25).double().mean()),
+            "pixels": int(valid.sum())}

@@ -121,12 +121,14 @@ class EvalDataset(SceneDataset):
         seed: int = 0,
         near: float = 0.1,
         far: float = 4.5,
+        with_depth: bool = False,
+        with_masks: bool = False,
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
         super().__init__(
             root, image_size=image_size, seed=seed, input_protocol=protocol, target_protocol="evaluation",
-            near=near, far=far,
+            near=near, far=far, with_depth=with_depth, with_masks=with_masks,
         )
         self.protocol = protocol
 

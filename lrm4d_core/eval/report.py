@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["json_safe", "from_json_number", "format_number", "markdown_report", "make_figure"]
+__all__ = ["json_safe", "from_json_number", "format_number", "markdown_report", "where_model_stands", "make_figure"]
 
 
 def json_safe(x: Any) -> Any:
@@ -63,6 +63,19 @@ def _cell(m: dict, suffix: str = "") -> str:
     return " / ".join(parts)
 
 
+def where_model_stands(protocol: str, methods: dict) -> str | None:
+    """One sentence: the model's PSNR between the heuristic and the true-depth splat references."""
+    model, lo, hi = (methods.get(k, {}).get("psnr") for k in ("model", "splats_heuristic", "splats_true_depth"))
+    if model is None or lo is None:
+        return None
+    text = f"{protocol}: {model:.2f} dB, {model - lo:+.2f} dB over splats at heuristic depth"
+    if hi is not None:
+        text += f", {model - hi:+.2f} dB from splats at true depth"
+        if hi > lo:
+            text += f" ({100 * (model - lo) / (hi - lo):.0f}% of the way from heuristic to true depth)"
+    return text + "."
+
+
 def markdown_report(results: dict, labels: dict[str, str]) -> str:
     """The eval.md text: per data group, a method x protocol table of PSNR / SSIM (/ LPIPS)."""
     cfg = results["config"]
@@ -109,6 +122,35 @@ def markdown_report(results: dict, labels: dict[str, str]) -> str:
             for m in methods:
                 cells = [_cell(group["results"][p]["methods"].get(m, {}), suffix) for p in protocols]
                 lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+        if any(group["results"][p]["methods"].get(m, {}).get("psnr_fg") is not None for p in protocols for m in methods):
+            lines += ["", "Foreground only (the scene's masks: objects; everything but the sky on open rigs), PSNR / SSIM:", ""]
+            lines.append("| method | " + " | ".join(protocols) + " |")
+            lines.append("|---|" + "---|" * len(protocols))
+            for m in methods:
+                cells = [_cell(group["results"][p]["methods"].get(m, {}), "_fg") for p in protocols]
+                lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+        geo = [m for m in methods if any(group["results"][p]["methods"].get(m, {}).get(k) is not None
+                                         for p in protocols for k in ("delta_1_25", "surface_fraction"))]
+        if geo:
+            lines += ["", "Geometry: rendered depth at held-out targets (AbsRel / share of pixels within 1.25x of the true "
+                      "depth, where it is finite) and the share of the Gaussians' opacity on a true surface (within "
+                      f"{results['config'].get('surface_threshold', '2% of the scene extent')}):", ""]
+            lines.append("| method | " + " | ".join(f"{p}: AbsRel / δ<1.25 / on surface" for p in protocols) + " |")
+            lines.append("|---|" + "---|" * len(protocols))
+            for m in geo:
+                cells = []
+                for p in protocols:
+                    r = group["results"][p]["methods"].get(m, {})
+                    cells.append(" / ".join(format_number(r.get(k), 3) for k in ("abs_rel", "delta_1_25", "surface_fraction")))
+                lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+        standing = [where_model_stands(p, group["results"][p]["methods"]) for p in protocols]
+        standing = [x for x in standing if x]
+        if standing:
+            lines += ["", "Where the model stands (PSNR, all targets): " + " ".join(standing)]
+        settings = {p: group["results"][p].get("reference_settings") for p in protocols}
+        if any(settings.values()):
+            lines += ["", "Splat references use the best of their sweep on the first examples of each protocol: "
+                      + "; ".join(f"{p}: " + ", ".join(f"{k} {v}" for k, v in sv.items()) for p, sv in settings.items() if sv) + "."]
         lines += ["", "Inputs, targets and time per example (means over scenes; seconds of wall-clock):", ""]
         lines.append("| protocol | scenes | inputs | targets | model reconstruct s | no-time s | per-frame s (reconstructions) | fit budget s | fit steps |")
         lines.append("|---|---|---|---|---|---|---|---|---|")

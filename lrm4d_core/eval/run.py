@@ -74,9 +74,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def scene_background(meta) -> tuple[float, float, float]:
+def scene_background(meta) -> tuple[float, float, float] | None:
     """The scene's background colour in [0, 1]: scene.json ``background`` (top level or in
-    ``generator``; 0-255 values are rescaled) if recorded, else white."""
+    ``generator``; 0-255 values are rescaled) if recorded; white for object-rig scenes that do not
+    record one (what `lrm4d synth` renders them on); None for other rigs (sky and ground everywhere)."""
     raw = meta.raw or {}
     for value in (raw.get("background"), (raw.get("generator") or {}).get("background")):
         if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value):
@@ -84,7 +85,14 @@ def scene_background(meta) -> tuple[float, float, float]:
             if max(rgb) > 1.0:
                 rgb = [v / 255.0 for v in rgb]
             return tuple(min(max(v, 0.0), 1.0) for v in rgb)  # type: ignore[return-value]
-    return (1.0, 1.0, 1.0)
+    return (1.0, 1.0, 1.0) if meta.rig == "object" else None
+
+
+def scene_info(meta):
+    """The `references.SceneInfo` of a scene: box, ground plane, background colour."""
+    from .references import SceneInfo
+
+    return SceneInfo(meta.scene_box, meta.ground_plane, scene_background(meta))
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -157,13 +165,14 @@ def evaluate(
     from lrm4d_core import __version__
     from lrm4d_core.data.dataset import PROTOCOLS
     from lrm4d_core.data.format import SceneFormatError, find_scenes, load_scene
-    from lrm4d_core.eval.metrics import psnr, ssim
     from lrm4d_core.model import api as _api
     from lrm4d_core.model.lrm4d import LRM4D
 
-    from .baselines import METHOD_LABELS, METHODS, evaluate_example, example_from_batch, warm_up
+    from .baselines import METHOD_LABELS, METHODS, evaluate_example, example_from_batch, render_targets, warm_up
     from .protocols import EvalDataset, protocol_variant, scene_protocols
+    from .references import REFERENCE_LABELS, REFERENCES, choose_sweep, run_references
     from .report import json_safe, make_figure, markdown_report
+    from .scoring import SURFACE_FRACTION_OF_EXTENT, depth_scores, image_scores, surface_scores
 
     started = _time.perf_counter()
     # ------------------------------------------------------------------ model and provenance
@@ -262,60 +271,91 @@ def evaluate(
     fig_data = None
     warmed = False
     datasets: dict[tuple[str, str], Any] = {}
+    sweeps: dict[tuple[str, str], tuple[dict, dict]] = {}
+    override = torch.tensor(tuple(background), dtype=torch.float32, device=model.device) if background is not None else None
+
+    def dataset(g: str, p: str):
+        if (g, p) not in datasets:
+            grp = groups[g]
+            recs = [r for m in grp["metas"] for r in m.images]
+            datasets[(g, p)] = EvalDataset([str(d) for d in grp["dirs"]], p, image_size=size, seed=seed,
+                                           with_depth=all(r.depth for r in recs), with_masks=all(r.mask for r in recs))
+        return datasets[(g, p)]
+
+    def sweep(g: str, p: str) -> dict:
+        """The splat references' settings for (group, protocol): the best of the sweep on its first examples."""
+        if (g, p) not in sweeps:
+            grp = groups[g]
+            first = [i for i in range(len(grp["dirs"])) if p in grp["applicable"][i]][:2]
+            exs = [example_from_batch(dataset(g, p)[i]) for i in first]
+            sweeps[(g, p)] = choose_sweep(exs, [scene_info(grp["metas"][i]) for i in first], render_targets)
+        return sweeps[(g, p)][0]
+
     bar = tqdm(units, desc="eval", unit="example", dynamic_ncols=True, disable=not progress)
     for g, p, i in bar:
         grp = groups[g]
-        key = (g, p)
-        if key not in datasets:
-            datasets[key] = EvalDataset([str(d) for d in grp["dirs"]], p, image_size=size, seed=seed)
         meta = grp["metas"][i]
         try:
-            batch = datasets[key][i]
+            batch = dataset(g, p)[i]
         except (SceneFormatError, ValueError, OSError) as err:
             log.error("skipping %s / %s: %s", meta.scene_id, p, err)
             errors.append({"scene": meta.scene_id, "protocol": p, "error": str(err)})
             continue
         ex = example_from_batch(batch)
-        bg_rgb = tuple(background) if background is not None else scene_background(meta)
-        bg = torch.tensor(bg_rgb, dtype=torch.float32, device=model.device)
         if not warmed:  # the first calls pay one-off costs: keep them out of the timings and budgets
-            warm_up(model, ex, bg, fit, fit_gaussians)
+            warm_up(model, ex, override, fit, fit_gaussians)
             warmed = True
-        preds, info = evaluate_example(model, ex, bg, methods, fit_budget, fit_gaussians, seed)
-        gt = ex.target_images
+        preds, info, rec, model_depth = evaluate_example(model, ex, override, methods, fit_budget, fit_gaussians, seed)
+        info_scene = scene_info(meta)
+        ref_preds, ref_depths, ref_clouds = run_references(ex, info_scene, sweep(g, p), render_targets)
+        preds.update(ref_preds)
         inputs = set(ex.input_pairs)
         held_out = [pair not in inputs for pair in ex.target_pairs]
+        bg_used = "model" if override is None else list(background)
         row: dict[str, Any] = {"group": g, "protocol": p, "scene_id": meta.scene_id, "scene_dir": str(grp["dirs"][i]),
-                               "background": list(bg_rgb), "inputs": [list(x) for x in ex.input_pairs],
+                               "background": bg_used, "inputs": [list(x) for x in ex.input_pairs],
                                "targets": [list(x) for x in ex.target_pairs], "held_out": held_out,
-                               "info": info, "methods": {}}
+                               "info": info, "methods": {}, "depth": {}, "surface": {}}
         for m, pred in preds.items():
-            scores = {"psnr": psnr(pred.double(), gt.double()).tolist(), "ssim": ssim(pred.double(), gt.double()).tolist()}
+            scores = image_scores(pred, ex)
             if lpips is not None:
                 with torch.inference_mode():
-                    vals = [lpips(pred[j:j + 32].to(model.device), gt[j:j + 32].to(model.device)).cpu()
+                    vals = [lpips(pred[j:j + 32].to(model.device), ex.target_images[j:j + 32].to(model.device)).cpu()
                             for j in range(0, len(pred), 32)]
                 scores["lpips"] = torch.cat(vals).double().tolist()
             row["methods"][m] = scores
+        for m, depth in (({"model": model_depth} if model_depth is not None else {}) | ref_depths).items():
+            row["depth"][m] = depth_scores(depth, ex, held_out)
+        slicers = {name: (lambda t, _g=g4: _g.slice(t, inference_filter=True)) for name, g4 in ref_clouds.items()}
+        if "model" in methods:
+            slicers["model"] = lambda t: rec.slice(t, inference_filter=True)
+        row["surface"] = surface_scores(slicers, ex)
         per_example.append(row)
         if progress and "model" in row["methods"]:
             bar.set_postfix(scene=meta.scene_id, protocol=p, psnr=f"{_mean(row['methods']['model']['psnr']):.2f}")
         if figure and (g, p, i) == fig_unit:
             fig_data = (ex, preds, row)
     bar.close()
+    methods = tuple(methods) + REFERENCES
+    labels = {**METHOD_LABELS, **REFERENCE_LABELS}
 
     # ------------------------------------------------------------------ aggregate
     def aggregate(rows: list[dict], m: str) -> dict:
         out: dict[str, Any] = {}
-        for metric in ("psnr", "ssim", "lpips"):
+        for metric in ("psnr", "ssim", "lpips", "psnr_fg", "ssim_fg"):
             vals, held = [], []
             for r in rows:
                 if m in r["methods"] and metric in r["methods"][m]:
                     v = r["methods"][m][metric]
-                    vals += v
-                    held += [x for x, h in zip(v, r["held_out"]) if h]
+                    vals += [x for x in v if x is not None]
+                    held += [x for x, h in zip(v, r["held_out"]) if h and x is not None]
             out[metric] = _mean(vals) if vals else None
             out[metric + "_held_out"] = _mean(held) if held else None
+        depth = [r["depth"][m] for r in rows if r.get("depth", {}).get(m)]
+        pixels = sum(d["pixels"] for d in depth)
+        for key in ("abs_rel", "delta_1_25"):
+            out[key] = sum(d[key] * d["pixels"] for d in depth) / pixels if pixels else None
+        out["surface_fraction"] = _finite_mean([r.get("surface", {}).get(m) for r in rows])
         out["num_images"] = sum(len(r["targets"]) for r in rows if m in r["methods"])
         out["num_held_out"] = sum(sum(r["held_out"]) for r in rows if m in r["methods"])
         return out
@@ -347,7 +387,9 @@ def evaluate(
                 for b in ("no_time", "per_frame"):
                     if b in mres and mres[b]["psnr"] is not None:
                         beats[b] = bool(mres["model"]["psnr"] > mres[b]["psnr"])
-            res[p] = {"num_scenes": len(rows), "methods": mres, "timing": timing, "model_beats": beats}
+            sweep_choice, sweep_table = sweeps.get((g, p), ({}, {}))
+            res[p] = {"num_scenes": len(rows), "methods": mres, "timing": timing, "model_beats": beats,
+                      "reference_settings": {k: v.label() for k, v in sweep_choice.items()}, "reference_sweep": sweep_table}
         group_out[g] = {"root": grp["root"], "rig": grp["rig"], "variant": grp["variant"], "num_scenes": len(grp["dirs"]),
                         "scenes": [m.scene_id for m in grp["metas"]], "protocols": grp["protocols"],
                         "skipped_protocols": grp["skipped_protocols"], "results": res}
@@ -358,9 +400,11 @@ def evaluate(
                    "max_scenes": max_scenes, "lpips": lpips is not None,
                    "lpips_weights": [str(x) for x in lpips_weights] if lpips_weights else None,
                    "fit": fit, "fit_budget": fit_budget, "fit_gaussians": fit_gaussians, "seed": seed,
-                   "background": list(background) if background is not None else "per scene (scene.json, else white)"},
+                   "background": list(background) if background is not None else
+                   "each method's own: the model's environment map or training background; references: the scene's",
+                   "surface_threshold": f"{SURFACE_FRACTION_OF_EXTENT:g} of the scene extent"},
         "provenance": provenance,
-        "methods": list(methods), "method_labels": {m: METHOD_LABELS[m] for m in methods},
+        "methods": list(methods), "method_labels": {m: labels[m] for m in methods},
         "groups": group_out, "examples": per_example, "errors": errors,
         "json_non_finite": "non-finite numbers are written as the strings 'inf', '-inf', 'nan'",
     }
@@ -373,8 +417,8 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         if fig_data is not None:
             ex, preds, row = fig_data
-            results["figure"] = _write_figure(out / "eval.png", ex, preds, row, methods, METHOD_LABELS, make_figure)
-        (out / "eval.md").write_text(markdown_report(results, METHOD_LABELS), encoding="utf-8")
+            results["figure"] = _write_figure(out / "eval.png", ex, preds, row, methods, labels, make_figure)
+        (out / "eval.md").write_text(markdown_report(results, labels), encoding="utf-8")
         (out / "eval.json").write_text(json.dumps(json_safe(results), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     results["summary"] = _summary(results, len(per_example), seconds, out_dir)
     return results

@@ -7,8 +7,8 @@
     opacity            logit of the opacity
     scale_0 scale_1 scale_2   log of the standard deviations along the principal axes
     rot_0 rot_1 rot_2 rot_3   unit quaternion (w, x, y, z) of the principal axes
-The coloured point cloud (x y z red green blue, uint8 colours) goes through open3d when asked, so
-any point-cloud tool can read it.
+The coloured point cloud is a plain binary PLY (x y z float, red green blue uchar) written with
+numpy, so any point-cloud tool reads it and writing it needs no viewer library.
 """
 
 from __future__ import annotations
@@ -60,16 +60,25 @@ def write_gaussian_ply(path: str | Path, g: Gaussians3D) -> Path:
 
 
 def write_point_cloud(path: str | Path, g: Gaussians3D) -> Path:
-    """Write the Gaussian centres with their colours as an ordinary coloured point cloud (open3d)."""
-    try:
-        import open3d as o3d
-    except ImportError as err:
-        raise RuntimeError("writing a coloured point cloud needs open3d: pip install 'lrm4d[viz]'") from err
+    """Write the Gaussian centres with their colours as an ordinary coloured point cloud: binary
+    little-endian PLY, `vertex` with float x y z and uchar red green blue (the layout PCL, Open3D,
+    CloudCompare and MeshLab read). Written with numpy alone: no system library needed."""
     path = Path(path)
-    pcd = o3d.geometry.PointCloud()
-    pcd.points = o3d.utility.Vector3dVector(g.means.detach().cpu().double().numpy())
-    pcd.colors = o3d.utility.Vector3dVector(g.colors.detach().cpu().double().clamp(0, 1).numpy())
+    if path.suffix.lower() != ".ply":
+        raise ValueError(f"coloured point clouds are written as .ply, got {path.name}")
+    n = len(g)
+    data = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    xyz = g.means.detach().cpu().double().numpy()
+    rgb = np.round(g.colors.detach().cpu().double().clamp(0, 1).numpy() * 255).astype(np.uint8)
+    for i, name in enumerate("xyz"):
+        data[name] = xyz[:, i]
+    for i, name in enumerate(("red", "green", "blue")):
+        data[name] = rgb[:, i]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}",
+              "property float x", "property float y", "property float z",
+              "property uchar red", "property uchar green", "property uchar blue", "end_header"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not o3d.io.write_point_cloud(str(path), pcd):
-        raise RuntimeError(f"open3d could not write {path}")
+    with open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(data.tobytes())
     return path

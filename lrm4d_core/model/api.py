@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization
+from lrm4d_core.environment import Environment
 from lrm4d_core.gaussians import Gaussians3D, Gaussians4D
 
 from .config import ModelConfig, preset as make_preset
@@ -58,6 +59,7 @@ __all__ = [
     "estimate_scene_normalization",
     "reconstruct",
     "render",
+    "rasterize_over",
 ]
 
 
@@ -86,6 +88,10 @@ class Reconstruction:
         model_cameras: the V cameras given to the network (model resolution, model box, float32).
         model_times: [V] the normalized times given to the network.
         timings: seconds per stage: prepare, forward, total (and to_world once `gaussians` is read).
+        environment: the predicted environment map (sky and far background; None for models
+            without one); directions are the same in the model box and the fixed frame.
+        background: the colour the model was trained to composite on (`ModelConfig.background`);
+            renders use it where the model has no environment map.
 
     `gaussians` (the 4D set in the caller's fixed frame, metres and seconds) is computed on first
     access: when space and time scales differ, `Gaussians4D.to_world` re-factors every 4D
@@ -101,6 +107,8 @@ class Reconstruction:
     model_cameras: Cameras
     model_times: Tensor
     timings: dict[str, float] = field(default_factory=dict)
+    environment: Environment | None = None
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @cached_property
     def gaussians(self) -> Gaussians4D:
@@ -314,11 +322,12 @@ def reconstruct(
     _sync(device)
     t1 = _time.perf_counter()
     with torch.inference_mode():
-        g_model = model(pixels[None], model_cams, model_times[None])[0]
+        out = model(pixels[None], model_cams, model_times[None], world_scale=scene.scale, with_environment=True)
     _sync(device)
     t2 = _time.perf_counter()
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
-    rec = Reconstruction(g_model, scene, time, model_cams, model_times, timings)
+    env = out.environment[0] if out.environment is not None else None
+    rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background)
     if world:
         rec.gaussians  # noqa: B018  (computes and times the world-frame set)
         timings["total"] = _time.perf_counter() - t0
@@ -341,21 +350,41 @@ def render(
             its `.gaussians`, without the 4D re-factorization; see `Reconstruction`).
         cameras: C cameras in the same frame as the Gaussians (world for a Reconstruction).
         t: time in the Gaussians' time units (seconds for world-frame sets and Reconstructions).
-        background: [3] colour (renderer default when None).
+        background: [3] colour behind the Gaussians. None: a Reconstruction's environment map,
+            else the colour its model was trained on; for a bare Gaussians4D, black.
         backend: passed to `lrm4d_core.render.rasterize` ("auto", "gsplat", "torch").
         inference_filter: drop Gaussians with p(t) < 0.05 or p(t) * opacity < 0.05 (SPEC §1).
     Returns:
         the rasterizer's result: `.color` [C, H, W, 3], `.alpha`, `.depth`.
     """
-    from lrm4d_core.render import rasterize  # imported lazily: optional backends
-
     if isinstance(gaussians4d, Reconstruction):
         sliced = gaussians4d.slice(float(t), inference_filter=inference_filter)
-    else:
-        if gaussians4d.means.ndim != 2:
-            raise ValueError(
-                f"render() takes an unbatched Gaussians4D ([N, 4] means), got {tuple(gaussians4d.means.shape)}"
-            )
-        sliced = gaussians4d.slice(t, inference_filter=inference_filter)
+        return rasterize_over(gaussians4d, sliced, cameras, background, backend)
+    from lrm4d_core.render import rasterize  # imported lazily: optional backends
+
+    if gaussians4d.means.ndim != 2:
+        raise ValueError(
+            f"render() takes an unbatched Gaussians4D ([N, 4] means), got {tuple(gaussians4d.means.shape)}"
+        )
+    sliced = gaussians4d.slice(t, inference_filter=inference_filter)
     cams = cameras.to(device=sliced.means.device, dtype=sliced.means.dtype)
     return rasterize(sliced, cams, background=background, backend=backend)
+
+
+def rasterize_over(
+    rec: Reconstruction, cloud: Gaussians3D, cameras: Cameras, background: Tensor | None = None, backend: str = "auto"
+):
+    """Rasterize a world-frame cloud of `rec` (a slice or forecast) as users see it: over
+    `background` [3] when given, else over `rec`'s environment map, else over the colour its model
+    was trained on (`Reconstruction.background`)."""
+    from lrm4d_core.environment import composite
+    from lrm4d_core.render import rasterize  # imported lazily: optional backends
+
+    like = cloud.means
+    cams = cameras.to(device=like.device, dtype=like.dtype)
+    if background is None and rec.environment is not None:
+        out = rasterize(cloud, cams, background=None, backend=backend)
+        return replace(out, color=composite(out.color, out.alpha, cams, rec.environment.to(device=like.device)))
+    if background is None:
+        background = torch.tensor(rec.background, dtype=like.dtype, device=like.device)
+    return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend)

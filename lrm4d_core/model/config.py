@@ -43,7 +43,13 @@ from typing import Any
 
 from lrm4d_core.gaussians import GaussianActivation
 
-__all__ = ["ModelConfig", "PRESETS", "preset", "INPUT_CHANNELS", "RAW_CHANNELS"]
+from .prior import PriorConstants
+
+__all__ = ["ModelConfig", "PRESETS", "preset", "INPUT_CHANNELS", "RAW_CHANNELS", "PARAMETRIZATIONS"]
+
+PARAMETRIZATIONS = ("spec", "prior")
+"""How raw head output becomes pixel-aligned Gaussians: "spec" (SPEC §1 activations, depth between
+near and far) or "prior" (residuals on the heuristic reconstruction, `model.prior`)."""
 
 INPUT_CHANNELS = 10
 """Per-pixel input channels: rgb(3), plücker(6), t(1); see `model.inputs`."""
@@ -71,6 +77,13 @@ class ModelConfig:
         bf16_autocast: run the transformer under bf16 autocast on CUDA (never on CPU).
         camera_distance: model-unit camera distance for inward rigs (see module docstring).
         scene_radius: world units per model unit for outward rigs (see module docstring).
+        parametrization: "spec" or "prior" (`PARAMETRIZATIONS`); checkpoints without the key are "spec".
+        prior: constants of the "prior" parametrization (`model.prior.PriorConstants`).
+        environment: predict an environment map (sky and far background, `lrm4d_core.environment`)
+            from a learned global token, composited behind the Gaussians.
+        environment_degree: SH degree of that map (0..3).
+        background: RGB in [0, 1] the model was trained to composite on (without an environment
+            map: what every render path composites on; with one: the map's initial colour).
     """
 
     preset: str = "custom"
@@ -86,12 +99,20 @@ class ModelConfig:
     bf16_autocast: bool = True
     camera_distance: float = 2.5
     scene_radius: float = 20.0
+    parametrization: str = "spec"
+    prior: PriorConstants = field(default_factory=PriorConstants)
+    environment: bool = False
+    environment_degree: int = 3
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         # normalise types coming from JSON (lists, dicts) so equality and hashing work
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         if isinstance(self.activation, dict):
             object.__setattr__(self, "activation", GaussianActivation(**self.activation))
+        if isinstance(self.prior, dict):
+            object.__setattr__(self, "prior", PriorConstants(**self.prior))
+        object.__setattr__(self, "background", tuple(float(c) for c in self.background))
         problems = []
         if self.hidden <= 0 or self.layers < 0 or self.heads <= 0:
             problems.append(f"hidden, layers, heads must be positive (got {self.hidden}, {self.layers}, {self.heads})")
@@ -107,6 +128,12 @@ class ModelConfig:
             problems.append(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if not self.camera_distance > 0 or not self.scene_radius > 0:
             problems.append("camera_distance and scene_radius must be positive")
+        if self.parametrization not in PARAMETRIZATIONS:
+            problems.append(f"parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
+        if not 0 <= self.environment_degree <= 3:
+            problems.append(f"environment_degree must be in 0..3, got {self.environment_degree}")
+        if len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background):
+            problems.append(f"background must be 3 values in [0, 1], got {self.background}")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
@@ -127,7 +154,9 @@ class ModelConfig:
         """JSON-safe dict (nested activation dict, image_size as a list)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["activation"] = dataclasses.asdict(self.activation)
+        out["prior"] = dataclasses.asdict(self.prior)
         out["image_size"] = list(self.image_size)
+        out["background"] = list(self.background)
         return out
 
     @staticmethod
@@ -145,20 +174,31 @@ class ModelConfig:
             if not isinstance(act, dict) or set(act) - act_known:
                 raise ValueError(f"bad activation entry {act!r}; allowed keys {sorted(act_known)}")
             data["activation"] = GaussianActivation(**act)
+        if "prior" in data:
+            prior = data["prior"]
+            prior_known = {f.name for f in dataclasses.fields(PriorConstants)}
+            if not isinstance(prior, dict) or set(prior) - prior_known:
+                raise ValueError(f"bad prior entry {prior!r}; allowed keys {sorted(prior_known)}")
+            data["prior"] = PriorConstants(**prior)
         return ModelConfig(**data)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         if isinstance(overrides.get("activation"), dict):
             overrides["activation"] = dataclasses.replace(self.activation, **overrides["activation"])
+        if isinstance(overrides.get("prior"), dict):
+            overrides["prior"] = dataclasses.replace(self.prior, **overrides["prior"])
         return dataclasses.replace(self, **overrides)
 
 
+_NEW = dict(parametrization="prior", environment=True)
 PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(preset="tiny", hidden=256, layers=6, heads=4, image_size=(64, 64)),
-    "small": ModelConfig(preset="small", hidden=384, layers=8, heads=6, image_size=(128, 128)),
-    "base": ModelConfig(preset="base", hidden=768, layers=12, heads=12, image_size=(256, 256)),
-    "large": ModelConfig(preset="large", hidden=1024, layers=24, heads=16, image_size=(256, 256)),
+    "tiny": ModelConfig(preset="tiny", hidden=256, layers=6, heads=4, image_size=(64, 64), **_NEW),
+    "small": ModelConfig(preset="small", hidden=384, layers=8, heads=6, image_size=(128, 128), **_NEW),
+    "base": ModelConfig(preset="base", hidden=768, layers=12, heads=12, image_size=(256, 256), **_NEW),
+    "large": ModelConfig(preset="large", hidden=1024, layers=24, heads=16, image_size=(256, 256), **_NEW),
 }
+"""Presets use the "prior" parametrization and an environment map; `preset(name,
+parametrization="spec", environment=False)` gives the SPEC §1 model of the paper."""
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

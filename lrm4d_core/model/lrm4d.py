@@ -8,12 +8,15 @@ Data flow, shapes for B batch elements of V views at H x W, patch p, width d, N 
                                                                in the given (temporal) order;
                                                                patch vector order (py, px, channel)
       -> Linear(10 p^2, d) -> LayerNorm    [B, V*h*w, d]       no positional embedding
-      -> append N free tokens              [B, V*h*w + N, d]
-      -> Transformer (pre-LN, SDPA)        [B, V*h*w + N, d]
+      -> append N free tokens (+ 1 environment token)   [B, V*h*w + N (+ 1), d]
+      -> Transformer (pre-LN, SDPA)        [B, V*h*w + N (+ 1), d]
       -> pixel head: LayerNorm + Linear(d, p*p*20), unpatchify -> [B, V*H*W, 20]
          free head:  LayerNorm + Linear(d, 20)                  -> [B, N, 20]
-      -> Gaussians4D.from_raw (SPEC §1) with the ray of each pixel (pixel-aligned) / without (free)
-      -> Gaussians4D.cat                   [B, V*H*W + N, ...]
+         environment head: LayerNorm + Linear(d, 3 K)           -> [B, 3, K] SH coefficients
+      -> pixel-aligned Gaussians: SPEC §1 `Gaussians4D.from_raw` with the ray of each pixel
+         ("spec"), or residuals on the heuristic reconstruction `model.prior.decode_prior`
+         ("prior"); free Gaussians always SPEC §1 without a ray
+      -> Gaussians4D.cat                   [B, V*H*W + N, ...]   (+ `Environment` [B, 3, K])
 
 Output order: pixel-aligned Gaussians view-major then row-major pixels (index
 v*H*W + y*W + x), then the N free Gaussians. Every pixel's depth is measured along its own ray.
@@ -21,7 +24,11 @@ v*H*W + y*W + x), then the N free Gaussians. Every pixel's depth is measured alo
 Precision: on CUDA (and `config.bf16_autocast`), the tokenizer and transformer run under bf16
 autocast; the heads and activations always run in float32. On CPU everything is float32.
 
-Initialisation: trunk Linear weights N(0, 0.02), zero biases, LayerNorm (1, 0). The heads start
+Initialisation ("prior"): the pixel head's weights are N(0, (0.01/sqrt(d))^2) and its biases zero
+except the identity quaternions, so the untrained model is the heuristic reconstruction of
+`model.prior`; the environment head starts as the constant `config.background`.
+
+Initialisation ("spec"): trunk Linear weights N(0, 0.02), zero biases, LayerNorm (1, 0). The heads start
 small (weights N(0, (0.1/sqrt(d))^2), so raw outputs move ~0.1 around their biases) with biases
 chosen so the initial Gaussians are sane rather than degenerate:
     xyz     logit((camera_distance - near) / (far - near)): pixel Gaussians start at the depth of
@@ -45,13 +52,15 @@ import torch
 from torch import Tensor, nn
 
 from lrm4d_core.cameras import Cameras
+from lrm4d_core.environment import Environment, num_coefficients
 from lrm4d_core.gaussians import CHANNEL_LAYOUT, Gaussians4D
 
 from .config import RAW_CHANNELS, ModelConfig
-from .inputs import build_inputs
+from .inputs import build_inputs, flatten_cameras
+from .prior import decode_prior, depth_prior
 from .transformer import Transformer
 
-__all__ = ["LRM4D", "RawOutput"]
+__all__ = ["LRM4D", "RawOutput", "SceneOutput"]
 
 
 class RawOutput(NamedTuple):
@@ -61,12 +70,34 @@ class RawOutput(NamedTuple):
         pixel_raw: [B, V*H*W, 20] raw channels of the pixel-aligned Gaussians (CHANNEL_LAYOUT).
         free_raw: [B, N, 20] raw channels of the free Gaussians.
         ray_origins, ray_directions: [B, V*H*W, 3] the ray of each pixel-aligned Gaussian.
+        environment: [B, 3, K] environment-map SH coefficients, or None without that head.
+        images, cameras, times: the inputs ("prior" decoding needs them).
+        prior_depth: [B, V, H, W] prior depth along every pixel ray ("prior"), else None.
     """
 
     pixel_raw: Tensor
     free_raw: Tensor
     ray_origins: Tensor
     ray_directions: Tensor
+    environment: Tensor | None = None
+    images: Tensor | None = None
+    cameras: Cameras | None = None
+    times: Tensor | None = None
+    prior_depth: Tensor | None = None
+
+
+class SceneOutput(NamedTuple):
+    """Everything the model predicts for a window: Gaussians4D [B, V*H*W + N, ...] and the
+    environment map (None without that head)."""
+
+    gaussians: Gaussians4D
+    environment: Environment | None
+
+
+def _prior_bias() -> Tensor:
+    """Raw bias of a "prior" pixel Gaussian: zero residuals and identity quaternions."""
+    values = {"q_left": [1.0, 0.0, 0.0, 0.0], "q_right": [1.0, 0.0, 0.0, 0.0]}
+    return torch.tensor([v for name, n in CHANNEL_LAYOUT for v in values.get(name, [0.0] * n)])
 
 
 def _channel_bias(config: ModelConfig, pixel_aligned: bool) -> Tensor:
@@ -108,6 +139,10 @@ class LRM4D(nn.Module):
             self.free_tokens = nn.Parameter(torch.empty(config.num_free_tokens, d))
             self.free_norm = nn.LayerNorm(d)
             self.free_head = nn.Linear(d, RAW_CHANNELS)
+        if config.environment:
+            self.env_token = nn.Parameter(torch.empty(1, d))
+            self.env_norm = nn.LayerNorm(d)
+            self.env_head = nn.Linear(d, 3 * num_coefficients(config.environment_degree))
         self.reset_parameters()
 
     # ------------------------------------------------------------------ setup
@@ -122,8 +157,16 @@ class LRM4D(nn.Module):
                 nn.init.zeros_(module.bias)
         d, pp = self.config.hidden, self.config.patch_size**2
         small = 0.1 / math.sqrt(d)
-        nn.init.normal_(self.pixel_head.weight, std=small)
-        self.pixel_head.bias.copy_(_channel_bias(self.config, True).repeat(pp))
+        if self.config.parametrization == "prior":
+            nn.init.normal_(self.pixel_head.weight, std=0.1 * small)
+            self.pixel_head.bias.copy_(_prior_bias().repeat(pp))
+        else:
+            nn.init.normal_(self.pixel_head.weight, std=small)
+            self.pixel_head.bias.copy_(_channel_bias(self.config, True).repeat(pp))
+        if self.config.environment:
+            nn.init.normal_(self.env_token, std=0.02)
+            nn.init.normal_(self.env_head.weight, std=0.1 * small)
+            self.env_head.bias.copy_(Environment.constant(self.config.background, self.config.environment_degree).coefficients.flatten())
         if self.config.num_free_tokens:
             nn.init.normal_(self.free_tokens, std=0.02)
             nn.init.normal_(self.free_head.weight, std=small)
@@ -143,7 +186,9 @@ class LRM4D(nn.Module):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward_raw(self, images: Tensor, cameras: Cameras | Sequence[Cameras], times: Tensor) -> RawOutput:
+    def forward_raw(
+        self, images: Tensor, cameras: Cameras | Sequence[Cameras], times: Tensor, world_scale: Tensor | float | None = None
+    ) -> RawOutput:
         """Network output before activations. Arguments as in `forward`."""
         if images.ndim != 5:
             raise ValueError(f"images must be [B, V, 3, H, W], got {tuple(images.shape)}")
@@ -164,31 +209,64 @@ class LRM4D(nn.Module):
             if self.config.num_free_tokens:
                 free = self.free_tokens.to(tokens.dtype)[None].expand(B, -1, -1)
                 tokens = torch.cat([tokens, free], dim=1)
+            if self.config.environment:
+                tokens = torch.cat([tokens, self.env_token.to(tokens.dtype)[None].expand(B, -1, -1)], dim=1)
             tokens = self.transformer(tokens)
         tokens = tokens.float()
         pix = self.pixel_head(self.pixel_norm(tokens[:, :n_pix]))  # [B, V*h*w, p*p*20]
         pix = pix.reshape(B, V, h, w, p, p, RAW_CHANNELS).permute(0, 1, 2, 4, 3, 5, 6)
         pix = pix.reshape(B, V * H * W, RAW_CHANNELS)
-        if self.config.num_free_tokens:
-            free = self.free_head(self.free_norm(tokens[:, n_pix:]))  # [B, N, 20]
+        n_free = self.config.num_free_tokens
+        if n_free:
+            free = self.free_head(self.free_norm(tokens[:, n_pix:n_pix + n_free]))  # [B, N, 20]
         else:
             free = pix.new_zeros(B, 0, RAW_CHANNELS)
+        env = None
+        if self.config.environment:
+            env = self.env_head(self.env_norm(tokens[:, -1])).reshape(B, 3, -1)
+        prior = None
+        cams = flatten_cameras(cameras, B, V)
+        if self.config.parametrization == "prior":
+            scale = self.config.scene_radius if world_scale is None else world_scale
+            scale = torch.as_tensor(scale, dtype=torch.float32).expand(B)
+            prior = depth_prior(cams.to(device=images.device), B, scale, self.config.prior).to(images.dtype)
         return RawOutput(
             pix,
             free,
             inputs.ray_origins.reshape(B, V * H * W, 3),
             inputs.ray_directions.reshape(B, V * H * W, 3),
+            env,
+            images,
+            cams,
+            torch.as_tensor(times, device=images.device, dtype=images.dtype),
+            prior,
         )
 
-    def decode(self, raw: RawOutput) -> Gaussians4D:
-        """SPEC §1 activations; pixel-aligned first, then free tokens: [B, V*H*W + N, ...]."""
+    def decode_scene(self, raw: RawOutput) -> SceneOutput:
+        """Gaussians (pixel-aligned first, then free tokens: [B, V*H*W + N, ...]) and environment."""
         act = self.config.activation
-        pixel = Gaussians4D.from_raw(raw.pixel_raw, raw.ray_origins, raw.ray_directions, act)
-        if raw.free_raw.shape[1] == 0:
-            return pixel
-        return Gaussians4D.cat([pixel, Gaussians4D.from_raw(raw.free_raw, activation=act)])
+        if self.config.parametrization == "prior":
+            background = torch.tensor(self.config.background, device=raw.pixel_raw.device)
+            pixel = decode_prior(raw.pixel_raw, raw.images, raw.cameras, raw.times, raw.ray_origins, raw.ray_directions,
+                                 raw.prior_depth, background, self.config.prior, act.scale_max)
+        else:
+            pixel = Gaussians4D.from_raw(raw.pixel_raw, raw.ray_origins, raw.ray_directions, act)
+        if raw.free_raw.shape[1]:
+            pixel = Gaussians4D.cat([pixel, Gaussians4D.from_raw(raw.free_raw, activation=act)])
+        return SceneOutput(pixel, Environment(raw.environment) if raw.environment is not None else None)
 
-    def forward(self, images: Tensor, cameras: Cameras | Sequence[Cameras], times: Tensor) -> Gaussians4D:
+    def decode(self, raw: RawOutput) -> Gaussians4D:
+        """The Gaussians of `decode_scene`: [B, V*H*W + N, ...]."""
+        return self.decode_scene(raw).gaussians
+
+    def forward(
+        self,
+        images: Tensor,
+        cameras: Cameras | Sequence[Cameras],
+        times: Tensor,
+        world_scale: Tensor | float | None = None,
+        with_environment: bool = False,
+    ) -> Gaussians4D | SceneOutput:
         """Reconstruct.
 
         Args:
@@ -196,7 +274,12 @@ class LRM4D(nn.Module):
             cameras: the B*V cameras in the model box, one `Cameras` (element b's views at
                 b*V .. b*V+V-1) or a list of B `Cameras` of V each; image size W x H.
             times: [B, V] model time of each view (normalized to [-1, 1] over the window).
+            world_scale: world units per model unit (float or [B]; `SceneNormalization.scale`),
+                which the "prior" parametrization needs for outward rigs (camera height above the
+                ground); default `config.scene_radius`, the outward rigs' normalization.
+            with_environment: return a `SceneOutput` (Gaussians and environment map).
         Returns:
-            Gaussians4D of [B, V*H*W + N, ...] in the model box and model time.
+            Gaussians4D of [B, V*H*W + N, ...] in the model box and model time, or a `SceneOutput`.
         """
-        return self.decode(self.forward_raw(images, cameras, times))
+        out = self.decode_scene(self.forward_raw(images, cameras, times, world_scale))
+        return out if with_environment else out.gaussians

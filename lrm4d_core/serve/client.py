@@ -376,7 +376,14 @@ class RemoteBackend:
         times64 = torch.as_tensor(np.asarray(times, dtype=np.float64)).reshape(-1)
         model_times = time_norm.to_model(times64).to(device=self.device, dtype=torch.float32)
         timings = {f"server_{k}": float(v) for k, v in response.timings.items()}
-        return Reconstruction(Gaussians4D.from_channels(channels), scene, time_norm, model_cams, model_times, timings)
+        env = None
+        if len(response.environment):
+            from lrm4d_core.environment import Environment
+
+            env = Environment(torch.tensor(list(response.environment), dtype=torch.float32, device=self.device).reshape(3, -1))
+        background = tuple(float(c) for c in response.background) if len(response.background) == 3 else (1.0, 1.0, 1.0)
+        return Reconstruction(Gaussians4D.from_channels(channels), scene, time_norm, model_cams, model_times, timings,
+                              env, background)
 
     # ------------------------------------------------------------------------------------------ internals
     def _server_limit(self) -> int | None:

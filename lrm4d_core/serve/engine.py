@@ -74,6 +74,8 @@ class WorkResult:
     model_width: int
     model_height: int
     timings: dict[str, float]
+    environment: list[float] | None = None  # [3 * K] SH coefficients of the environment map, row-major
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the model's training background
 
 
 @dataclass
@@ -239,7 +241,7 @@ class Engine:
             if isinstance(out, Exception):
                 self._fail(item, out)
                 continue
-            data, count, forward_s = out
+            data, count, forward_s, env = out
             H, W = p["size"]
             timings = {
                 "queue": started - item.enqueued,
@@ -251,7 +253,8 @@ class Engine:
             with self._stats_lock:
                 self.stats.requests += 1
             if item.future.set_running_or_notify_cancel():
-                item.future.set_result(WorkResult(data, count, p["scene"], p["time"], W, H, timings))
+                item.future.set_result(WorkResult(data, count, p["scene"], p["time"], W, H, timings, env,
+                                                  tuple(model.config.background)))
 
     def _fail(self, item: WorkItem, err: BaseException) -> None:
         with self._stats_lock:
@@ -270,8 +273,9 @@ def _prepare(model: torch.nn.Module, item: WorkItem) -> dict[str, Any]:
             "size": tuple(p.pixels.shape[-2:]), "prepare_s": time.perf_counter() - t0}
 
 
-def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tuple[bytes, int, float]]:
-    """One forward over the batch -> per request (float16 bytes, count, forward seconds)."""
+def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tuple[bytes, int, float, list[float] | None]]:
+    """One forward over the batch -> per request (float16 bytes, count, forward seconds, environment
+    map coefficients or None)."""
     device = model.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -279,8 +283,11 @@ def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tup
     with torch.inference_mode():
         pixels = torch.stack([p["pixels"] for p in prepared])
         times = torch.stack([p["times"] for p in prepared])
-        g = model(pixels, [p["cams"] for p in prepared], times)
-        channels = g.to_channels().clamp(-65504.0, 65504.0).to(torch.float16).cpu().numpy()
+        scales = torch.tensor([p["scene"].scale for p in prepared], dtype=torch.float32)
+        out = model(pixels, [p["cams"] for p in prepared], times, world_scale=scales, with_environment=True)
+        channels = out.gaussians.to_channels().clamp(-65504.0, 65504.0).to(torch.float16).cpu().numpy()
+        env = out.environment.coefficients.float().cpu().reshape(len(prepared), -1) if out.environment is not None else None
     forward_s = time.perf_counter() - t0
     # little-endian float16 bytes, as codec.pack_gaussians (not imported: the engine needs no protobuf)
-    return [(channels[b].astype("<f2", copy=False).tobytes(), int(channels.shape[1]), forward_s) for b in range(len(prepared))]
+    return [(channels[b].astype("<f2", copy=False).tobytes(), int(channels.shape[1]), forward_s,
+             env[b].tolist() if env is not None else None) for b in range(len(prepared))]

@@ -202,6 +202,8 @@ class _Servicer(pb_grpc.ReconstructorServicer):
                 model_id=s.model_id,
                 model_width=result.model_width,
                 model_height=result.model_height,
+                environment=result.environment or [],
+                background=list(result.background),
             )
             size = response.ByteSize()
             if size > s.config.max_message_bytes:

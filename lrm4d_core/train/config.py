@@ -33,11 +33,14 @@ class DataSource:
 
 @dataclass(frozen=True)
 class CurriculumStage:
-    """From `step` on, train at `image_size` (H, W) with `batch_size` examples per process (SPEC §3)."""
+    """From `step` on, train at `image_size` (H, W) with `batch_size` examples per process (SPEC §3),
+    and (view-count curriculum) `num_input` / `num_target` views when given (else the config's)."""
 
     step: int
     image_size: tuple[int, int]
     batch_size: int
+    num_input: int | None = None
+    num_target: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class TrainConfig:
     perceptual_weights: str | None = None
     lambda_ssim: float = 0.0
     lambda_depth: float = 0.0
+    lambda_opacity: float = 0.0
+    lambda_velocity: float = 0.0
+    cache_dir: str | None = None
     input_protocols: dict[str, float] = field(default_factory=lambda: {"random": 1.0})
     init_from: str | None = None
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -78,7 +84,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(d if isinstance(d, DataSource) else DataSource(**d) for d in self.data))
         stages = tuple(
-            s if isinstance(s, CurriculumStage) else CurriculumStage(int(s["step"]), tuple(s["image_size"]), int(s["batch_size"]))
+            s if isinstance(s, CurriculumStage) else CurriculumStage(
+                int(s["step"]), tuple(s["image_size"]), int(s["batch_size"]),
+                *(None if s.get(k) is None else int(s[k]) for k in ("num_input", "num_target")))
             for s in self.curriculum
         )
         object.__setattr__(self, "curriculum", tuple(sorted(stages, key=lambda s: s.step)))
@@ -91,7 +99,7 @@ class TrainConfig:
             problems.append("curriculum: the first stage must start at step 0")
         if self.steps < 1 or self.num_input < 1 or self.num_target < 1:
             problems.append("steps, num_input and num_target must be >= 1")
-        if self.lambda_depth < 0 or self.lambda_ssim < 0 or self.lambda_perceptual < 0:
+        if min(self.lambda_depth, self.lambda_ssim, self.lambda_perceptual, self.lambda_opacity, self.lambda_velocity) < 0:
             problems.append("loss weights (lambda_*) must be >= 0")
         from lrm4d_core.data.dataset import PROTOCOLS
 

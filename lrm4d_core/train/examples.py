@@ -29,13 +29,17 @@ class ExampleSource:
         num_target: int,
         with_depth: bool = False,
         input_protocols: Mapping[str, float] | None = None,
+        with_velocity: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         if not sources:
             raise ValueError("no data sources")
         self.sources = list(sources)
         self.num_input = num_input
         self.num_target = num_target
-        self.with_depth = with_depth  # input depth maps (for the depth loss); scenes must have them
+        self.with_depth = with_depth  # input depth maps (depth and opacity losses); scenes must have them
+        self.with_velocity = with_velocity  # input velocity maps (velocity loss)
+        self.cache_dir = cache_dir
         weights = np.array([s.weight for s in sources], dtype=np.float64)
         if (weights <= 0).any():
             raise ValueError(f"data weights must be positive, got {weights.tolist()}")
@@ -44,15 +48,18 @@ class ExampleSource:
         self.protocols = list(mix)
         self.protocol_probabilities = np.array([mix[p] for p in self.protocols], dtype=np.float64)
         self.protocol_probabilities /= self.protocol_probabilities.sum()
-        self._datasets: dict[tuple[int, tuple[int, int], str], SceneDataset] = {}
+        self._datasets: dict[tuple, SceneDataset] = {}
         self._applicable: dict[tuple[int, int], tuple[str, ...]] = {}
 
-    def dataset(self, source: int, image_size: tuple[int, int], protocol: str = "random") -> SceneDataset:
-        key = (source, tuple(image_size), protocol)
+    def dataset(self, source: int, image_size: tuple[int, int], protocol: str = "random",
+                num_input: int | None = None, num_target: int | None = None) -> SceneDataset:
+        num_input, num_target = num_input or self.num_input, num_target or self.num_target
+        key = (source, tuple(image_size), protocol, num_input, num_target)
         if key not in self._datasets:
             self._datasets[key] = SceneDataset(
-                self.sources[source].root, num_input=self.num_input, num_target=self.num_target,
+                self.sources[source].root, num_input=num_input, num_target=num_target,
                 image_size=tuple(image_size), with_depth=self.with_depth, input_protocol=protocol,
+                with_velocity=self.with_velocity, cache_dir=self.cache_dir,
             )
         return self._datasets[key]
 
@@ -62,9 +69,11 @@ class ExampleSource:
             self._applicable[key] = scene_protocols(ds.meta(index))
         return self._applicable[key]
 
-    def draw(self, seed: int, step: int, rank: int, slot: int, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def draw(self, seed: int, step: int, rank: int, slot: int, image_size: tuple[int, int],
+             num_input: int | None = None, num_target: int | None = None) -> dict[str, torch.Tensor]:
         """One example: a source by weight, a scene uniformly, an input protocol by weight (SPEC §4
-        input layouts; "random" where the scene's rig has no such views), inputs and targets."""
+        input layouts; "random" where the scene's rig has no such views), inputs and targets
+        (`num_input` / `num_target` override the counts of uniform draws: view-count curriculum)."""
         rng = np.random.default_rng([seed, step, rank, slot])
         source = int(rng.choice(len(self.sources), p=self.probabilities))
         epoch = int(rng.integers(0, 2**62))
@@ -72,7 +81,7 @@ class ExampleSource:
         protocol = self.protocols[int(rng.choice(len(self.protocols), p=self.protocol_probabilities))]
         if protocol != "random" and protocol not in self._protocols_of(source, index, self.dataset(source, image_size)):
             protocol = "random"
-        ds = self.dataset(source, image_size, protocol)
+        ds = self.dataset(source, image_size, protocol, num_input, num_target)
         ds.seed = seed
         ds.set_epoch(epoch)  # the dataset seeds its own draws from (seed, epoch, index)
         return ds[index]

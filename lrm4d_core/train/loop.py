@@ -6,8 +6,11 @@
 
 Per step and process: draw `batch_size` examples (input and target view-times sampled
 independently, SPEC §3), run the model on the inputs, slice its Gaussians at every target time,
-render the target cameras, and minimise MSE + lambda_p * perceptual (+ lambda_ssim * (1 - SSIM))
-(+ lambda_depth * the input views' depth error, for data that has depth maps: `depth_loss`).
+render the target cameras (over the model's environment map, or its background colour), and
+minimise MSE + lambda_p * perceptual (+ lambda_ssim * (1 - SSIM)), plus, for data that has them,
+supervision of the input pixels' Gaussians (`train.losses`): lambda_depth * depth error (log depth
+for the "prior" parametrization), lambda_opacity * opacity vs "a surface is seen", lambda_velocity *
+implied velocity vs the true scene flow.
 
 Reproducibility: every example is a pure function of (seed, step, rank, slot), so resuming from a
 checkpoint replays exactly the batches an uninterrupted run would have seen; model, optimizer,
@@ -38,17 +41,16 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, TimeNormalization
 from lrm4d_core.eval.metrics import psnr, ssim
-from lrm4d_core.gaussians import Gaussians4D
 from lrm4d_core.model.api import estimate_scene_normalization
 from lrm4d_core.model.config import preset as make_preset
 from lrm4d_core.model.lrm4d import LRM4D
-from lrm4d_core.render import rasterize
 
 from .config import TrainConfig
 from .examples import ExampleSource
+from .losses import depth_loss, opacity_loss, render_targets, velocity_loss
 from .state import latest_checkpoint, load_training_state, save_training_state
 
-__all__ = ["train", "TooManyBadSteps", "prepare_batch", "render_targets", "depth_loss", "Batch"]
+__all__ = ["train", "TooManyBadSteps", "prepare_batch", "render_targets", "depth_loss", "Batch", "StepTimer", "training_step"]
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,14 @@ class Batch:
     target_cameras: Cameras
     target_times: Tensor
     input_depths: Tensor | None = None  # [B, Vi, H, W] z-depth in model units (inf: no surface)
+    input_velocities: Tensor | None = None  # [B, Vi, H, W, 3] model units per model time (NaN: none)
+    world_scale: Tensor | None = None  # [B] world units per model unit (the scene normalization)
 
 
 def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch.device) -> Batch:
     """Normalize each example exactly as `model.api.reconstruct` does at inference: the scene from
     the input cameras, time from the input times, so training and inference see the same frames."""
-    ins, outs, depths = [], [], []
+    ins, outs, depths, velocities, scales = [], [], [], [], []
     for ex in examples:
         h, w = ex["input_images"].shape[-2:]
         in_cams = Cameras(ex["input_K"].double(), ex["input_cam_to_world"].double(), w, h)
@@ -87,8 +91,11 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         tnorm = TimeNormalization.spanning(float(times.min()), float(times.max()))
         ins.append((scene.cameras_to_model(in_cams), tnorm.to_model(times)))
         outs.append((scene.cameras_to_model(tg_cams), tnorm.to_model(ex["target_times"].double())))
+        scales.append(scene.scale)
         if "input_depths" in ex:
             depths.append(ex["input_depths"].double() / scene.scale)  # a similarity scales z-depth too
+        if "input_velocities" in ex:
+            velocities.append(ex["input_velocities"].double() * (tnorm.half_span / scene.scale))
     f32 = dict(device=device, dtype=torch.float32)
     return Batch(
         input_images=torch.stack([ex["input_images"] for ex in examples]).to(**f32),
@@ -98,39 +105,9 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         target_cameras=Cameras.cat([c for c, _ in outs]).to(**f32),
         target_times=torch.stack([t for _, t in outs]).to(**f32),
         input_depths=torch.stack(depths).to(**f32) if len(depths) == len(examples) else None,
+        input_velocities=torch.stack(velocities).to(**f32) if len(velocities) == len(examples) else None,
+        world_scale=torch.tensor(scales, dtype=torch.float32),
     )
-
-
-def depth_loss(gaussians: Gaussians4D, cameras: Cameras, depths: Tensor, far: float) -> Tensor:
-    """Mean |z_pred - z_true| of the pixel-aligned Gaussians over pixels whose true depth is finite
-    and below `far` (model units); 0 (with a graph) when no pixel qualifies.
-
-    Pixel-aligned Gaussian ``v*H*W + y*W + x`` belongs to pixel (x, y) of input view v, so its
-    camera-frame z is compared with that pixel's depth-map value. Why: synthetic (and RGB-D) data
-    has depth for free, a direct geometric signal next to the photometric loss. Off by default;
-    the shipped model was trained without it (docs/default_model.md says what was tried).
-    """
-    B, V, H, W = depths.shape
-    means = gaussians.means[:, : V * H * W, :3].reshape(B * V, H * W, 3)
-    c2w = cameras.cam_to_world.to(means)
-    z = torch.einsum("nkc,nc->nk", means - c2w[:, None, :3, 3], c2w[:, :3, 2])
-    target = depths.reshape(B * V, H * W)
-    valid = torch.isfinite(target) & (target < far)
-    if not valid.any():
-        return z.sum() * 0.0
-    return (z[valid] - target[valid]).abs().mean()
-
-
-def render_targets(gaussians: Gaussians4D, cameras: Cameras, times: Tensor, background: Tensor | None) -> Tensor:
-    """Slice each example's Gaussians at each target time and render that target: [B, Vt, 3, H, W]."""
-    b, vt = times.shape
-    images = []
-    for i in range(b):
-        g = gaussians[i]
-        for j in range(vt):
-            out = rasterize(g.slice(times[i, j]), cameras[i * vt + j], background)
-            images.append(out.color[0].permute(2, 0, 1))
-    return torch.stack(images).reshape(b, vt, *images[0].shape)
 
 
 def _init_distributed() -> tuple[int, int, torch.device]:
@@ -183,10 +160,12 @@ def _all_max(value: float, world: int, device: torch.device) -> float:
 
 
 def _initial_model(cfg: TrainConfig) -> LRM4D:
-    """A fresh model from `cfg.model`, or (fine-tuning) the weights and architecture of `cfg.init_from`,
-    whose config must agree with every field `cfg.model` names explicitly."""
+    """A fresh model from `cfg.model` (compositing on `cfg.background`), or (fine-tuning) the weights
+    and architecture of `cfg.init_from`, whose config must agree with every field `cfg.model` names
+    explicitly and with `cfg.background`."""
     overrides = dict(cfg.model)
     if cfg.init_from is None:
+        overrides.setdefault("background", tuple(cfg.background))
         model_cfg = make_preset(overrides.pop("preset", "tiny"), **overrides)
         return LRM4D(model_cfg.replace(grad_checkpointing=cfg.grad_checkpointing))
     from lrm4d_core.io.checkpoint import load_checkpoint
@@ -194,11 +173,94 @@ def _initial_model(cfg: TrainConfig) -> LRM4D:
     model, _, _ = load_checkpoint(cfg.init_from, grad_checkpointing=cfg.grad_checkpointing)
     model = model.float().train()
     have = model.config.to_dict()
-    clash = {k: (v, have.get(k)) for k, v in overrides.items() if k not in have or have[k] != v}
+    wanted = {**overrides, "background": list(cfg.background)}
+    clash = {k: (v, have.get(k)) for k, v in wanted.items() if k not in have or have[k] != v}
     if clash:
         raise ValueError(f"init_from {cfg.init_from}: the checkpoint's model config differs from the training "
                          f"config's model entries {{name: (config, checkpoint)}}: {clash}")
     return model
+
+
+class StepTimer:
+    """Wall-clock seconds per stage of a training step, summed over steps (bench/train.py)."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._t
+        self._t = now
+
+
+def training_step(
+    model: LRM4D,
+    ddp: torch.nn.Module,
+    examples: list[dict[str, Tensor]],
+    cfg: TrainConfig,
+    device: torch.device,
+    perceptual: torch.nn.Module | None = None,
+    timer: StepTimer | None = None,
+) -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
+    """Forward, render and loss of one step (no backward): (loss, terms, prediction, target).
+
+    Stages timed with `timer`: prepare, forward, render, loss.
+    """
+    timer = timer or StepTimer()
+    batch = prepare_batch(examples, model, device)
+    timer.lap("prepare")
+    ddp.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    with autocast:
+        out = ddp(batch.input_images, batch.input_cameras, batch.input_times, world_scale=batch.world_scale,
+                  with_environment=True)
+    gaussians = out.gaussians.to(dtype=torch.float32)
+    environment = out.environment.to(dtype=torch.float32) if out.environment is not None else None
+    timer.lap("forward")
+    background = torch.tensor(model.config.background, dtype=torch.float32, device=device)
+    pred = render_targets(gaussians, batch.target_cameras, batch.target_times, background, environment)
+    timer.lap("render")
+    target = batch.target_images
+    mse = F.mse_loss(pred, target)
+    loss = mse
+    terms = {"mse": mse.item()}
+    if perceptual is not None:
+        p = perceptual(pred.flatten(0, 1), target.flatten(0, 1))
+        loss = loss + cfg.lambda_perceptual * p
+        terms["perceptual"] = p.item()
+    prior = model.config.parametrization == "prior"
+    if cfg.lambda_depth > 0:
+        far = model.config.prior.far if prior else model.config.activation.far
+        d = depth_loss(gaussians, batch.input_cameras, batch.input_depths, far, log=prior)
+        loss = loss + cfg.lambda_depth * d
+        terms["depth"] = d.item()
+    if cfg.lambda_opacity > 0:
+        o = opacity_loss(gaussians, batch.input_depths)
+        loss = loss + cfg.lambda_opacity * o
+        terms["opacity"] = o.item()
+    if cfg.lambda_velocity > 0:
+        v = velocity_loss(gaussians, batch.input_velocities)
+        loss = loss + cfg.lambda_velocity * v
+        terms["velocity"] = v.item()
+    if cfg.lambda_ssim > 0:
+        s = ssim(pred, target).mean()
+        loss = loss + cfg.lambda_ssim * (1 - s)
+        terms["ssim"] = s.item()
+    timer.lap("loss")
+    return loss, terms, pred, target
+
+
+def draw_examples(source: ExampleSource, cfg: TrainConfig, step: int, rank: int) -> list[dict[str, Tensor]]:
+    """The examples of one step and process (curriculum stage: size, batch and view counts)."""
+    stage = cfg.stage(step)
+    return [source.draw(cfg.seed, step, rank, slot, stage.image_size, stage.num_input, stage.num_target)
+            for slot in range(stage.batch_size)]
+
+
+def example_source(cfg: TrainConfig) -> ExampleSource:
+    return ExampleSource(cfg.data, cfg.num_input, cfg.num_target, with_depth=cfg.lambda_depth > 0 or cfg.lambda_opacity > 0,
+                         input_protocols=cfg.input_protocols, with_velocity=cfg.lambda_velocity > 0, cache_dir=cfg.cache_dir)
 
 
 def train(
@@ -232,8 +294,7 @@ def train(
         if rank == 0:
             log.info("resumed from %s at step %d", ckpt, start)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    source = ExampleSource(cfg.data, cfg.num_input, cfg.num_target, with_depth=cfg.lambda_depth > 0,
-                           input_protocols=cfg.input_protocols)
+    source = example_source(cfg)
     perceptual = None
     if cfg.lambda_perceptual > 0 and cfg.perceptual_weights:
         from lrm4d_core.eval.perceptual import PerceptualLoss
@@ -242,7 +303,6 @@ def train(
     elif cfg.lambda_perceptual > 0 and rank == 0:
         log.warning("no perceptual_weights file given: the perceptual loss term is off (MSE%s only)",
                     " + SSIM" if cfg.lambda_ssim > 0 else "")
-    background = torch.tensor(cfg.background, dtype=torch.float32, device=device)
     writer = None
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +317,6 @@ def train(
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     bad_in_a_row = 0
     last: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -268,30 +327,8 @@ def train(
             if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
                 end = step
                 break
-            stage = cfg.stage(step)
-            examples = [source.draw(cfg.seed, step, rank, slot, stage.image_size) for slot in range(stage.batch_size)]
-            batch = prepare_batch(examples, model, device)
-            ddp.train()
-            with autocast:
-                gaussians = ddp(batch.input_images, batch.input_cameras, batch.input_times)
-            gaussians = gaussians.to(dtype=torch.float32)
-            pred = render_targets(gaussians, batch.target_cameras, batch.target_times, background)
-            target = batch.target_images
-            mse = F.mse_loss(pred, target)
-            loss = mse
-            terms = {"mse": mse.item()}
-            if perceptual is not None:
-                p = perceptual(pred.flatten(0, 1), target.flatten(0, 1))
-                loss = loss + cfg.lambda_perceptual * p
-                terms["perceptual"] = p.item()
-            if cfg.lambda_depth > 0:
-                d = depth_loss(gaussians, batch.input_cameras, batch.input_depths, model.config.activation.far)
-                loss = loss + cfg.lambda_depth * d
-                terms["depth"] = d.item()
-            if cfg.lambda_ssim > 0:
-                s = ssim(pred, target).mean()
-                loss = loss + cfg.lambda_ssim * (1 - s)
-                terms["ssim"] = s.item()
+            examples = draw_examples(source, cfg, step, rank)
+            loss, terms, pred, target = training_step(model, ddp, examples, cfg, device, perceptual)
             bad = _all_max(0.0 if torch.isfinite(loss) else 1.0, world, device)
             grad_norm = math.nan
             # every Gaussian culled in every target (e.g. all behind the cameras) leaves no graph:

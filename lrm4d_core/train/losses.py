@@ -1,0 +1,99 @@
+"""Training losses besides the photometric one: geometry, opacity and motion of the input pixels.
+
+Synthetic data (and RGB-D or LiDAR-equipped recordings) comes with exact depth, masks and scene
+flow for every input image: the supervision the leading driving models get from LiDAR (SPEC §6).
+Each pixel-aligned Gaussian ``v*H*W + y*W + x`` belongs to pixel (x, y) of input view v, so its
+prediction is compared with that pixel's value. Every loss is 0 (with a graph) when no pixel
+qualifies, so a batch without such data still trains.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrm4d_core.cameras import Cameras
+from lrm4d_core.environment import Environment, composite
+from lrm4d_core.gaussians import Gaussians4D
+from lrm4d_core.render import rasterize
+
+__all__ = ["depth_loss", "opacity_loss", "velocity_loss", "implied_velocity", "render_targets"]
+
+
+def _pixel_z(gaussians: Gaussians4D, cameras: Cameras, B: int, V: int, H: int, W: int) -> Tensor:
+    """Camera-frame z of the pixel-aligned Gaussians: [B*V, H*W]."""
+    means = gaussians.means[:, : V * H * W, :3].reshape(B * V, H * W, 3)
+    c2w = cameras.cam_to_world.to(means)
+    return torch.einsum("nkc,nc->nk", means - c2w[:, None, :3, 3], c2w[:, :3, 2])
+
+
+def depth_loss(gaussians: Gaussians4D, cameras: Cameras, depths: Tensor, far: float, log: bool = False) -> Tensor:
+    """Mean |z_pred - z_true| (or |log z_pred - log z_true| with `log`, scale-free, for scenes whose
+    depths span metres to a hundred metres) of the pixel-aligned Gaussians over pixels whose true
+    depth is finite and below `far` (model units); `depths` [B, V, H, W] z-depth."""
+    B, V, H, W = depths.shape
+    z = _pixel_z(gaussians, cameras, B, V, H, W)
+    target = depths.reshape(B * V, H * W).to(z)
+    valid = torch.isfinite(target) & (target < far) & (target > 0)
+    if not valid.any():
+        return z.sum() * 0.0
+    if log:
+        return (torch.log(z[valid].clamp_min(1e-4)) - torch.log(target[valid])).abs().mean()
+    return (z[valid] - target[valid]).abs().mean()
+
+
+def opacity_loss(gaussians: Gaussians4D, depths: Tensor) -> Tensor:
+    """Binary cross-entropy of the pixel-aligned opacities against "this pixel sees a surface"
+    (finite depth): sky and the empty background of object scenes must stay transparent, so that
+    the environment map shows there and no Gaussian floats in front of other views."""
+    B, V, H, W = depths.shape
+    opacity = gaussians.opacities[:, : V * H * W].reshape(B * V * H * W).clamp(1e-5, 1 - 1e-5)
+    target = torch.isfinite(depths.reshape(-1)).to(opacity)
+    return F.binary_cross_entropy(opacity, target)
+
+
+def implied_velocity(gaussians: Gaussians4D) -> Tensor:
+    """Sigma_xyz,t / Sigma_tt of every Gaussian [..., N, 3] (what `Gaussians4D.slice` moves them by)."""
+    a = gaussians.factor()
+    a_x, a_t = a[..., :3, :], a[..., 3, :]
+    return (a_x @ a_t[..., None])[..., 0] / (a_t * a_t).sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def velocity_loss(gaussians: Gaussians4D, velocities: Tensor) -> Tensor:
+    """Mean L1 distance between the implied velocity of each pixel-aligned Gaussian and its pixel's
+    true surface velocity (`velocities` [B, V, H, W, 3] in model units per model time; NaN where the
+    pixel sees no surface)."""
+    B, V, H, W, _ = velocities.shape
+    v = implied_velocity(gaussians)[:, : V * H * W].reshape(-1, 3)
+    target = velocities.reshape(-1, 3).to(v)
+    valid = torch.isfinite(target).all(-1)
+    if not valid.any():
+        return v.sum() * 0.0
+    return (v[valid] - target[valid]).abs().sum(-1).mean()
+
+
+def render_targets(
+    gaussians: Gaussians4D,
+    cameras: Cameras,
+    times: Tensor,
+    background: Tensor | None,
+    environment: Environment | None = None,
+) -> Tensor:
+    """Slice each example's Gaussians at each target time and render that target: [B, Vt, 3, H, W].
+
+    With an `environment` ([B, 3, K]) the Gaussians are composited over it, else over `background`.
+    """
+    b, vt = times.shape
+    images = []
+    for i in range(b):
+        g = gaussians[i]
+        for j in range(vt):
+            cam = cameras[i * vt + j]
+            if environment is None:
+                color = rasterize(g.slice(times[i, j]), cam, background).color
+            else:
+                out = rasterize(g.slice(times[i, j]), cam, None)
+                color = composite(out.color, out.alpha, cam, environment[i])
+            images.append(color[0].permute(2, 0, 1))
+    return torch.stack(images).reshape(b, vt, *images[0].shape)

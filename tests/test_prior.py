@@ -1,0 +1,178 @@
+"""The "prior" parametrization, the environment map and the supervision losses, against independent
+references: numerical integration on the sphere, brute-force numpy geometry, manual formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrm4d_core.cameras import Cameras, SceneNormalization, pixel_rays
+from lrm4d_core.environment import Environment, composite, sh_basis
+from lrm4d_core.gaussians import Gaussians4D
+from lrm4d_core.model.config import ModelConfig, preset
+from lrm4d_core.model.lrm4d import LRM4D
+from lrm4d_core.model.prior import PriorConstants, depth_prior, input_time_gap
+from lrm4d_core.train.losses import implied_velocity, opacity_loss, velocity_loss
+
+
+def _look_at(eye, target) -> np.ndarray:
+    z = np.asarray(target, float) - np.asarray(eye, float)
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, np.cross(z, x), z, eye
+    return m
+
+
+def _cams(poses, size=8, f=8.0) -> Cameras:
+    K = np.tile(np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]]), (len(poses), 1, 1))
+    return Cameras(torch.tensor(K), torch.tensor(np.stack(poses)), size, size)
+
+
+def test_sh_basis_is_orthonormal_on_the_sphere():
+    """Numerical integration over a fine (theta, phi) grid: <Y_i, Y_j> = delta_ij for degree 3."""
+    n = 400
+    theta = (torch.arange(n, dtype=torch.float64) + 0.5) * math.pi / n
+    phi = (torch.arange(2 * n, dtype=torch.float64) + 0.5) * math.pi / n
+    th, ph = torch.meshgrid(theta, phi, indexing="ij")
+    d = torch.stack([th.sin() * ph.cos(), th.sin() * ph.sin(), th.cos()], -1)
+    weight = th.sin() * (math.pi / n) ** 2  # dOmega
+    Y = sh_basis(d, 3)  # [n, 2n, 16]
+    gram = torch.einsum("abi,abj,ab->ij", Y, Y, weight)
+    assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=2e-4)
+
+
+def test_constant_environment_and_compositing():
+    env = Environment.constant((0.2, 0.5, 0.9), degree=3)
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    assert torch.allclose(env.color(d), torch.tensor([0.2, 0.5, 0.9]).expand(50, 3), atol=1e-6)
+    cams = _cams([_look_at([3.0, 0, 0], [0, 0, 0])], size=4)
+    color, alpha = torch.rand(1, 4, 4, 3) * 0.3, torch.rand(1, 4, 4, 1)
+    out = composite(color, alpha, cams, env)
+    assert torch.allclose(out, color + (1 - alpha) * torch.tensor([0.2, 0.5, 0.9]), atol=1e-6)
+
+
+def test_depth_prior_inward_is_the_plane_through_the_centre_and_outward_the_ground():
+    const = PriorConstants()
+    # inward: two cameras 2.5 units from the origin looking at it -> every prior point lies on the
+    # plane through the origin orthogonal to its camera's axis
+    poses = [_look_at([2.5, 0.3, 0.4], [0, 0, 0]), _look_at([-1.0, 2.2, -0.6], [0, 0, 0])]
+    cams = _cams(poses)
+    depth = depth_prior(cams, 1, torch.tensor([1.0]), const)[0]
+    o, d = pixel_rays(cams)
+    points = o + depth[..., None] * d
+    axes = cams.cam_to_world[:, :3, 2]
+    assert torch.allclose((points * axes[:, None, None, :]).sum(-1), torch.zeros(2, 8, 8, dtype=torch.float64), atol=1e-9)
+    # outward: cameras near the origin looking horizontally at height 0.08 (1.6 m at 20 m per unit)
+    poses = [_look_at([0.05 * k, 0.0, 0.08], [1.0 + 0.05 * k, 0.2 * k, 0.08]) for k in range(3)]
+    cams = _cams(poses)
+    depth = depth_prior(cams, 1, torch.tensor([20.0]), const)[0]
+    o, d = pixel_rays(cams)
+    points = o + depth[..., None] * d
+    down = d[..., 2] < 0
+    on_ground = down & (depth < const.dome_radius - 1e-9)
+    assert on_ground.any() and (~down).any()
+    assert torch.allclose(points[..., 2][on_ground], torch.zeros(int(on_ground.sum()), dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(depth[~down], torch.full((int((~down).sum()),), const.dome_radius, dtype=torch.float64))
+
+
+def test_input_time_gap():
+    t = torch.tensor([[-1.0, -1.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [-1.0, -0.5, 0.0, 0.5]])
+    assert torch.allclose(input_time_gap(t), torch.tensor([1.0, 1.0, 0.5]))
+
+
+def test_untrained_prior_model_is_the_heuristic_reconstruction():
+    """With the pixel head's weights zeroed, every pixel Gaussian is the heuristic splat of its pixel:
+    on its ray at the prior depth, its pixel's colour, at its view's time, no motion, footprint scale,
+    opaque except on background-coloured pixels; the environment map is the background colour."""
+    cfg = preset("tiny", hidden=32, layers=1, heads=2, image_size=(16, 16), background=(1.0, 1.0, 1.0))
+    model = LRM4D(cfg).eval()
+    with torch.no_grad():
+        model.pixel_head.weight.zero_()
+        model.env_head.weight.zero_()
+    poses = [_look_at([2.5 * math.cos(a), 2.5 * math.sin(a), 0.3], [0, 0, 0]) for a in (0.0, 1.5, 3.0)]
+    cams = _cams(poses, size=16, f=16.0).to(dtype=torch.float32)
+    images = torch.rand(1, 3, 3, 16, 16)
+    images[0, 1, :, :4, :] = 1.0  # background-coloured rows
+    times = torch.tensor([[-1.0, 0.0, 1.0]])
+    with torch.no_grad():
+        out = model(images, cams, times, with_environment=True)
+    g = out.gaussians[0]
+    depth = depth_prior(cams, 1, torch.tensor([cfg.scene_radius]), cfg.prior)[0].reshape(-1)
+    o, d = pixel_rays(cams)
+    expected = o.reshape(-1, 3) + depth[:, None] * d.reshape(-1, 3)
+    assert torch.allclose(g.means[:, :3], expected, atol=1e-5)
+    assert torch.allclose(g.means[:, 3], times[0].repeat_interleave(256))
+    assert torch.allclose(g.colors, images[0].permute(0, 2, 3, 1).reshape(-1, 3), atol=1e-6)
+    z = depth * (d.reshape(-1, 3) * cams.cam_to_world[:, None, :3, 2].expand(3, 256, 3).reshape(-1, 3)).sum(-1)
+    assert torch.allclose(g.scales[:, 0], cfg.prior.footprint_scale * depth / 16.0, rtol=1e-5)
+    assert torch.allclose(g.scales[:, 3], torch.full((768,), cfg.prior.time_width * 1.0))
+    assert torch.allclose(implied_velocity(g), torch.zeros(768, 3), atol=1e-6)
+    bg = (images[0].permute(0, 2, 3, 1).reshape(-1, 3) == 1.0).all(-1)
+    assert torch.allclose(g.opacities[bg], torch.full((int(bg.sum()),), 1 - cfg.prior.opacity), atol=1e-6)
+    assert torch.allclose(g.opacities[~bg], torch.full((int((~bg).sum()),), cfg.prior.opacity), atol=1e-6)
+    dirs = torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
+    assert torch.allclose(out.environment[0].color(dirs), torch.ones(20, 3), atol=1e-6)
+    assert z.min() > 0
+
+
+def test_spec_parametrization_and_old_checkpoint_configs_still_load():
+    old = ModelConfig.from_dict({"preset": "tiny", "hidden": 32, "layers": 1, "heads": 2})
+    assert old.parametrization == "spec" and not old.environment and old.background == (1.0, 1.0, 1.0)
+    assert ModelConfig.from_dict(preset("tiny").to_dict()) == preset("tiny")
+    model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2, image_size=(16, 16), parametrization="spec", environment=False))
+    cams = _cams([_look_at([2.5, 0, 0], [0, 0, 0])], size=16, f=16.0).to(dtype=torch.float32)
+    out = model(torch.rand(1, 1, 3, 16, 16), cams, torch.zeros(1, 1), with_environment=True)
+    assert out.environment is None and out.gaussians.means.shape == (1, 256, 4)
+    with pytest.raises(ValueError, match="parametrization"):
+        preset("tiny", parametrization="fancy")
+
+
+def test_velocity_and_opacity_losses_against_manual_formulas():
+    torch.manual_seed(0)
+    B, V, H, W = 1, 2, 2, 3
+    n = V * H * W
+    g = Gaussians4D(
+        means=torch.randn(B, n, 4), scales=torch.rand(B, n, 4) + 0.1,
+        q_left=torch.nn.functional.normalize(torch.randn(B, n, 4), dim=-1),
+        q_right=torch.nn.functional.normalize(torch.randn(B, n, 4), dim=-1),
+        opacities=torch.rand(B, n) * 0.9 + 0.05, colors=torch.rand(B, n, 3),
+    )
+    v = implied_velocity(g)
+    assert torch.allclose(v, g.slice(0.0).velocities, atol=1e-6)  # what slicing moves them by
+    target = torch.randn(B, V, H, W, 3)
+    target[0, 1, 0, 2] = float("nan")
+    flat = target.reshape(-1, 3)
+    ok = torch.isfinite(flat).all(-1)
+    assert torch.allclose(velocity_loss(g, target), (v[0][ok] - flat[ok]).abs().sum(-1).mean())
+    depths = torch.rand(B, V, H, W) + 1.0
+    depths[0, 0, 1, :] = float("inf")
+    y = torch.isfinite(depths).float().reshape(-1)
+    p = g.opacities.reshape(-1)
+    manual = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    assert torch.allclose(opacity_loss(g, depths), manual, atol=1e-6)
+
+
+def test_reconstruct_passes_the_scene_scale_to_the_outward_prior():
+    """The ground plane of the outward prior is camera_height world units below the cameras,
+    whatever the normalization's scale: check through model.api.reconstruct."""
+    from lrm4d_core.model.api import reconstruct
+
+    cfg = preset("tiny", hidden=32, layers=1, heads=2, image_size=(16, 16))
+    model = LRM4D(cfg).eval()
+    with torch.no_grad():
+        model.pixel_head.weight.zero_()
+    poses = [_look_at([0.5 * k, 0.0, 1.6], [10.0, 3.0 * k, 1.6]) for k in range(3)]
+    cams = _cams(poses, size=16, f=16.0)
+    images = [np.full((16, 16, 3), 100, np.uint8)] * 3
+    for scale in (20.0, 7.0):
+        rec = reconstruct(model, images, cams, [0.0, 0.1, 0.2], scene=SceneNormalization(torch.zeros(3, dtype=torch.float64), scale))
+        g = rec.gaussians
+        origins = torch.tensor(np.stack(poses)[:, :3, 3], dtype=torch.float32).repeat_interleave(256, 0)
+        on_dome = ((g.means[:, :3] - origins).norm(dim=-1) - cfg.prior.dome_radius * scale).abs() < 1e-3 * scale
+        on_ground = g.means[:, 2].abs() < 1e-3
+        assert on_ground.sum() > 100 and on_dome.sum() > 100 and bool((on_ground | on_dome).all())
