@@ -1,6 +1,6 @@
 """Synthetic multi-camera rosbag2 files with ground truth beside them (`lrm4d synth --bag OUT`).
 
-``write_synthetic_bag(OUT, rig="driving"|"object", ...)`` renders a scene of `lrm4d_core.data`
+``write_synthetic_bag(OUT, rig="driving"|"object"|"workspace", ...)`` renders a scene of `lrm4d_core.data`
 (the same generator, seeding and rigs as scene 0 of ``lrm4d synth --out``) and writes what a robot
 would record: camera images, CameraInfo and a real TF tree. Written with rosbags (rosbag2 format
 version 9, as ROS 2 Jazzy), storage mcap (default) or sqlite3.
@@ -20,7 +20,8 @@ Bag ``OUT/`` (``OUT/OUT.mcap`` or ``OUT/OUT.db3`` plus ``metadata.yaml``):
 =================================================  ===============================================
 
 Cameras: driving rig ``front, front_left, front_right, back, back_left, back_right``; object rig
-``canonical_0..3`` (static), ``moving_0..1`` (elevated orbits), ``random_0..1`` (random orbits).
+``canonical_0..3`` (static), ``moving_0..1`` (elevated orbits), ``random_0..1`` (random orbits);
+workspace rig ``cam0..camN`` (3-6 static cameras looking down at a floor area, `rigs.workspace_rig`).
 
 TF tree (every image's header.frame_id is its optical frame)::
 
@@ -29,7 +30,7 @@ TF tree (every image's header.frame_id is its optical frame)::
 * ``map -> odom``: static. Driving: a fixed offset (2 m, -1 m, 0; yaw 0.05 rad), so that a reader
   composing the chain wrongly (or using odom as the fixed frame) is caught; object: identity.
 * ``odom -> base_link``: driving: the ego pose (``DrivingScene.ego_pose``: x forward, y left,
-  z up, on the ground) on /tf; object: the rig centre (the origin), static.
+  z up, on the ground) on /tf; object and workspace: the rig centre (the origin), static.
 * ``base_link -> <cam>_link``: a body-style camera link (x forward, y left, z up). Static (on
   /tf_static) for cameras fixed on base_link (all driving cameras, the canonical object cameras),
   on /tf for moving ones (moving and random object orbits). Which is which is decided from the
@@ -54,7 +55,7 @@ log-time order.
 
 Ground truth ``<OUT>_gt/`` (next to the bag; ``gt_dir`` overrides):
 
-* ``scene.json``, ``images/``, ``depth/``, ``masks/``: an lrm4d-scene (`lrm4d_core.data.format`)
+* ``scene.json``, ``images/``, ``depth/``, ``masks/``, ``velocity/``: an lrm4d-scene (`lrm4d_core.data.format`)
   with every published image as rendered (before jpeg or any fault), its depth and mask, K and
   cam_to_world in the map frame, and per-image ``time`` = capture time in seconds since
   ``STAMP_BASE_NS`` (scene time); ``views[i]`` carry ``camera``, ``frame_id`` and ``topic``.
@@ -63,8 +64,9 @@ Ground truth ``<OUT>_gt/`` (next to the bag; ``gt_dir`` overrides):
   ``gt_index`` (its index in scene.json's images).
 * ``gt_points.npz``: surface points: per image, up to ``points_per_image`` pixels with finite depth,
   back-projected through K and cam_to_world (``z * K^-1 [u + 0.5, v + 0.5, 1]``, pixel centres at
-  +0.5): ``points`` [N, 3] float32 in map, ``colors`` [N, 3] uint8, ``view`` [N], ``frame`` [N],
-  ``time`` [N] float64 (scene seconds), ``stamp_ns`` [N] int64 (header stamp of the source image).
+  +0.5): ``points`` [N, 3] float32 in map, ``colors`` [N, 3] uint8, ``velocity`` [N, 3] float32
+  (m/s in map: the exact velocity of that surface point), ``view`` [N], ``frame`` [N], ``time`` [N]
+  float64 (scene seconds), ``stamp_ns`` [N] int64 (header stamp of the source image).
   Select a frame with ``frame == f`` (or a time range with ``time``).
 
 `load_ground_truth(gt_dir)` reads all three.
@@ -129,6 +131,7 @@ RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 COMPRESSIONS = ("jpeg", "png")
 STORAGES = ("mcap", "sqlite3")
 FIXED_FRAME, ODOM_FRAME, BASE_FRAME = "map", "odom", "base_link"
+RIGS = ("driving", "object", "workspace")
 
 OPTICAL_IN_LINK = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 """T_link_optical: columns are the optical x (right), y (down), z (forward) axes in link coordinates."""
@@ -275,7 +278,7 @@ class _RigModel:
     def __init__(self, rig: str, seed: int, width: int, height: int, nominal: np.ndarray, frame_s: float, views: dict | None):
         from lrm4d_core.data.rigs import DEFAULT_OBJECT_VIEWS, driving_rig, object_rig
         from lrm4d_core.data.scenes import random_driving_scene, random_object_scene
-        from lrm4d_core.data.synth import _RIG_CODE  # same seeding as scene 0 of `lrm4d synth --out`
+        from lrm4d_core.data.synth import _RIG_CODE, build_scene  # same seeding as scene 0 of `lrm4d synth --out`
 
         self.rig, self.width, self.height, self.nominal = rig, width, height, nominal
         duration = max(float(nominal[-1]), frame_s)  # as lrm4d synth: max(last frame time, 1 / fps)
@@ -287,6 +290,13 @@ class _RigModel:
             cams = object_rig(np.random.default_rng(self.rig_seq), nominal, width, height, **self.counts)
             self.map_to_odom = np.eye(4)
             self.near, self.far, self.box = 0.1, 4.5, [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
+        elif rig == "workspace":
+            if views is not None:
+                raise ValueError("views applies to the object rig only")
+            built = build_scene("workspace", 0, seed, width, height, len(nominal), 1.0 / frame_s)
+            self.scene, cams = built.scene, built.cams
+            self.map_to_odom = np.eye(4)
+            self.near, self.far, self.box = built.near, built.far, built.box
         else:
             if views is not None:
                 raise ValueError("views applies to the object rig only")
@@ -310,6 +320,8 @@ class _RigModel:
         t = np.asarray(t, dtype=np.float64)
         if self.rig == "driving":
             return self._driving_rig(self.scene, t, self.width, self.height).cam_to_world
+        if self.rig == "workspace":  # static cameras
+            return np.repeat(self._check[:, :1], len(t), axis=1)
         n = len(self.nominal)
         rng = np.random.default_rng(self.rig_seq)  # the rig's random draws do not depend on the times
         if n == 1:  # a single frame: the rig's orbit progress is 0 at every time
@@ -430,8 +442,9 @@ def _compress(rgb: np.ndarray, codec: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _surface_points(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, c2w: np.ndarray, n: int, rng: np.random.Generator):
-    """Up to n pixels with finite depth, back-projected to world: (points [m, 3], colors [m, 3])."""
+def _surface_points(depth: np.ndarray, rgb: np.ndarray, velocity: np.ndarray, K: np.ndarray, c2w: np.ndarray, n: int,
+                    rng: np.random.Generator):
+    """Up to n pixels with finite depth, back-projected to world: (points [m, 3], colors [m, 3], velocity [m, 3])."""
     v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
     if len(u) > n:
         keep = np.sort(rng.choice(len(u), size=n, replace=False))
@@ -440,7 +453,7 @@ def _surface_points(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, c2w: np.n
     pix = np.stack([u + 0.5, v + 0.5, np.ones(len(u))], axis=1)
     cam = (pix @ np.linalg.inv(K).T) * z[:, None]
     world = cam @ c2w[:3, :3].T + c2w[:3, 3]
-    return world, rgb[v, u]
+    return world, rgb[v, u], velocity[v, u]
 
 
 # ------------------------------------------------------------------------------------ writer
@@ -474,7 +487,8 @@ def write_synthetic_bag(
 
     Args:
         out: bag directory to create (must not exist unless ``overwrite``).
-        rig: "driving" (6 surround cameras on a moving ego car) or "object" (cameras around an object).
+        rig: "driving" (6 surround cameras on a moving ego car), "object" (cameras around an object) or
+            "workspace" (static cameras looking down at a floor area with moving objects).
         compressed: CompressedImage (``compression`` "jpeg" at ``jpeg_quality``, or lossless "png")
             on ``.../image_raw/compressed`` instead of raw Image in ``encoding`` (one of RAW_ENCODINGS;
             mono8 is the BT.601 luma of the rendered RGB).
@@ -497,8 +511,8 @@ def write_synthetic_bag(
     gt = Path(gt_dir) if gt_dir is not None else gt_dir_for(out)
     faults = set(faults)
     # ------------------------------------------------------------------ validation
-    if rig not in ("driving", "object"):
-        raise ValueError(f"rig must be 'driving' or 'object', got {rig!r}")
+    if rig not in RIGS:
+        raise ValueError(f"rig must be one of {RIGS}, got {rig!r}")
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     if unknown := faults - set(FAULTS):
@@ -608,7 +622,7 @@ def write_synthetic_bag(
         "name": "ros2_lrm4d.synth_bag", "seed": int(seed), "scene": model.scene.info, "camera": model.camera_extra,
         "stamp_jitter_ms": stamp_jitter_ms, "transport_delay_ms": transport_delay_ms,
     }
-    points: dict[str, list] = {k: [] for k in ("points", "colors", "view", "frame", "time", "stamp_ns")}
+    points: dict[str, list] = {k: [] for k in ("points", "colors", "velocity", "view", "frame", "time", "stamp_ns")}
     from tqdm import tqdm
 
     n_images = int(publishes.sum())
@@ -616,6 +630,7 @@ def write_synthetic_bag(
             SceneWriter(gt, width=width, height=height, rig=rig, views=gt_views,
                         frames=[{"index": f, "time": float(t)} for f, t in enumerate(nominal)],
                         near=model.near, far=model.far, scene_box=model.box, fps=fps,
+                        ground_plane=None if rig == "object" else [0.0, 0.0, 1.0, 0.0],
                         extra={"generator": generator, "bag": {"path": str(out), "stamp_base_ns": STAMP_BASE_NS}}) as gt_writer, \
             tqdm(total=n_images, desc=f"synth bag {rig}", unit="img", disable=not progress) as bar:
         conns = {
@@ -644,7 +659,7 @@ def write_synthetic_bag(
                 state = states.get(cap)
                 if state is None:
                     states = {cap: (state := model.scene.evaluate(t))}  # cameras in sync share one state
-                rgb, depth, mask = state.render(model.K[v], c2w, width, height)
+                rgb, depth, mask, velocity = state.render(model.K[v], c2w, width, height, with_velocity=True)
                 s, log_ns = stamp(cap), cap + int(delays[v, f])
                 bad = fault_cam.get("bad_encoding") == c
                 if compressed:
@@ -654,11 +669,12 @@ def write_synthetic_bag(
                     image = msgs.image(optical[c], s, rgb, "yuv422" if bad else encoding)
                 batch.append((log_ns, image_topics[c], image))
                 batch.append((log_ns, info_topics[c], msgs.camera_info(optical[c], s, model.K[v], width, height)))
-                gt_writer.add(v, f, t, model.K[v], c2w, rgb, depth=depth, mask=mask)
+                gt_writer.add(v, f, t, model.K[v], c2w, rgb, depth=depth, mask=mask, velocity=velocity)
                 records.append({"camera": c, "view": v, "frame": f, "time": t, "stamp_ns": s, "log_time_ns": log_ns,
                                 "topic": image_topics[c], "gt_index": len(gt_writer.images) - 1})
-                p, col = _surface_points(depth, rgb, model.K[v], c2w, points_per_image, rng)
-                for key, val in (("points", p.astype(np.float32)), ("colors", col), ("view", np.full(len(p), v, np.int16)),
+                p, col, vel = _surface_points(depth, rgb, velocity, model.K[v], c2w, points_per_image, rng)
+                for key, val in (("points", p.astype(np.float32)), ("colors", col), ("velocity", vel.astype(np.float32)),
+                                 ("view", np.full(len(p), v, np.int16)),
                                  ("frame", np.full(len(p), f, np.int32)), ("time", np.full(len(p), t)), ("stamp_ns", np.full(len(p), s, np.int64))):
                     points[key].append(val)
                 bar.update(1)
@@ -671,7 +687,8 @@ def write_synthetic_bag(
         return np.concatenate(parts).astype(dtype) if parts else np.zeros((0,) if width_ is None else (0, width_), dtype)
 
     np.savez_compressed(
-        gt / "gt_points.npz", points=cat("points", np.float32, 3), colors=cat("colors", np.uint8, 3), view=cat("view", np.int16),
+        gt / "gt_points.npz", points=cat("points", np.float32, 3), colors=cat("colors", np.uint8, 3),
+        velocity=cat("velocity", np.float32, 3), view=cat("view", np.int16),
         frame=cat("frame", np.int32), time=cat("time", np.float64), stamp_ns=cat("stamp_ns", np.int64),
     )
     index = {
@@ -736,7 +753,7 @@ def add_arguments(parser: argparse.ArgumentParser, shared: bool = True) -> argpa
     --frames --fps --seed --views --overwrite) from `lrm4d_core.data.synth.add_arguments`."""
     parser.add_argument("--bag", required=shared, default=None, metavar="OUT", help="write a synthetic rosbag2 to this new directory (ground truth in OUT_gt/)")
     if shared:
-        parser.add_argument("--rig", choices=("driving", "object"), default="driving", help="driving (6 surround cameras) or object (default driving)")
+        parser.add_argument("--rig", choices=RIGS, default="driving", help="driving (6 surround cameras), object or workspace (default driving)")
         parser.add_argument("--size", type=int, default=128, help="square image size in pixels (default 128)")
         parser.add_argument("--width", type=int, default=None, help="image width (overrides --size)")
         parser.add_argument("--height", type=int, default=None, help="image height (overrides --size)")

@@ -332,6 +332,35 @@ def _rewrite(src, dst, change):
     return dst
 
 
+def test_checkpoint_claiming_a_huge_model_fails_before_allocating_it(tmp_path):
+    """A small file whose config claims hidden 2048 x 8 layers (400M parameters, 1.6 GB) is
+    rejected on shapes without building that model (peak memory of a fresh process stays far below
+    it); non-finite weights are rejected."""
+    import subprocess
+    import sys
+
+    path = save_checkpoint(tmp_path / "good.safetensors", LRM4D(SMALL), provenance={})
+
+    def huge(t, m):
+        cfg = json.loads(m["config"])
+        cfg.update(hidden=2048, layers=8, heads=16)
+        m["config"] = json.dumps(cfg)
+
+    def nan(t, m):
+        t["pixel_head.weight"][0, 0] = float("nan")
+
+    bad = _rewrite(path, tmp_path / "huge.safetensors", huge)
+    code = ("import resource, sys\nfrom lrm4d_core.io.checkpoint import CheckpointError, load_checkpoint\n"
+            "try:\n    load_checkpoint(sys.argv[1])\nexcept CheckpointError as e:\n    print('ERROR', e)\n"
+            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=300)
+    assert "ERROR" in out.stdout and "shape mismatches" in out.stdout, out.stdout + out.stderr
+    peak_kb = int(out.stdout.split("PEAK_KB")[1])
+    assert peak_kb < 1_000_000, f"peak RSS {peak_kb / 1024:.0f} MB: the claimed model was built"
+    with pytest.raises(CheckpointError, match="non-finite weights .*pixel_head.weight"):
+        load_checkpoint(_rewrite(path, tmp_path / "nan.safetensors", nan))
+
+
 def test_checkpoint_errors_name_the_problem(tmp_path):
     path = save_checkpoint(tmp_path / "good.safetensors", LRM4D(SMALL), provenance={})
 

@@ -199,13 +199,16 @@ def test_training_with_depth_loss_and_protocol_mix(tiny_data, tmp_path):
         if "object" in str(ex["scene_id"]):  # SPEC §4 (b): canonical views 0 and 2 on even frames
             kinds.add("object")
             assert sorted(set(views)) == [0, 2] and all(f % 2 == 0 for f in frames) and len(frames) == 4
-        else:  # the driving rig has no canonical views: uniform draws of num_input
+        else:  # the driving rig has no canonical views: its evaluation layout, one camera per frame
             kinds.add("driving")
-            assert len(frames) == 3
+            assert sorted(frames) == [0, 1, 2, 3]
     assert kinds == {"object", "driving"}
-    summary = train(config(tiny_data, tmp_path / "mix", steps=3, lambda_depth=0.5,
-                           input_protocols={"random": 1, "alternating": 1, "interpolation": 1}), progress=False)
-    assert summary["steps"] == 3 and math.isfinite(summary["last_loss"]) and math.isfinite(summary["last_depth"])
+    summary = train(config(tiny_data, tmp_path / "mix", steps=3, lambda_depth=0.5, lambda_opacity=0.1, lambda_velocity=0.2,
+                           cache_dir=str(tmp_path / "cache"), input_protocols={"random": 1, "alternating": 1, "interpolation": 1}),
+                    progress=False)
+    assert summary["steps"] == 3 and math.isfinite(summary["last_loss"])
+    assert all(math.isfinite(summary[f"last_{k}"]) for k in ("depth", "opacity", "velocity"))
+    assert any((tmp_path / "cache").rglob("velocity.npy"))  # the decoded scenes were cached and read from there
     with pytest.raises(ValueError, match="input_protocols"):
         config(tiny_data, tmp_path / "x", input_protocols={"sideways": 1})
 
@@ -220,3 +223,31 @@ def test_init_from_starts_at_the_checkpoint_and_checks_the_architecture(tiny_dat
     with pytest.raises(ValueError, match="differs"):
         train(config(tiny_data, tmp_path / "c", steps=1, init_from=str(start),
                      model={"preset": "tiny", "hidden": 64, "layers": 2, "heads": 2}), progress=False)
+
+
+def test_an_unreadable_scene_is_skipped_and_counted_never_stopping_the_run(tiny_data, tmp_path):
+    """A training set with one corrupt image and one deleted image: the run completes, says which
+    scenes it skipped, and a resumed run draws exactly what an uninterrupted one does."""
+    import shutil
+
+    from lrm4d_core.train.config import DataSource
+    from lrm4d_core.train.examples import ExampleSource
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "object", data / "object")
+    shutil.copytree(tiny_data / "driving", data / "driving")
+    (data / "object" / "object_00000" / "images" / "v00_f000.png").write_bytes(b"not a png")
+    (data / "driving" / "driving_00000" / "images" / "v02_f001.png").unlink()
+    src = ExampleSource([DataSource(str(data / "object")), DataSource(str(data / "driving"))], num_input=3, num_target=2)
+    for step in range(40):  # a scene is found bad when a draw first touches its bad file (or at once: missing file)
+        src.draw(0, step, 0, 0, (16, 16))
+    assert src.counters["bad_scenes"] == 2 and src.counters["bad_draws"] >= 2 and len(src.bad) == 2
+    assert any("file not found" in why for why in src.bad.values())
+    scenes = {str(src.draw(0, step, 0, 0, (16, 16))["scene_id"]) for step in range(40, 60)}
+    assert scenes == {"object_00001"}  # the only readable scene is all that is drawn from now on
+    cfg = dict(data=[{"root": str(data / "object"), "weight": 2}, {"root": str(data / "driving"), "weight": 1}])
+    summary = train(config(tiny_data, tmp_path / "run", steps=4, **cfg), progress=False)
+    assert summary["steps"] == 4 and summary["bad_scenes"] >= 1 and math.isfinite(summary["last_loss"])
+    train(config(tiny_data, tmp_path / "split", steps=4, **cfg), progress=False, stop_at_step=2)
+    resumed = train(config(tiny_data, tmp_path / "split", steps=4, **cfg), progress=False)
+    assert resumed["last_loss"] == pytest.approx(summary["last_loss"], rel=1e-5)

@@ -58,9 +58,14 @@ from torch.utils.data import Dataset
 from .cache import ScenePack, resize_image
 from .format import SceneMeta, find_scenes, load_scene, read_depth, read_image, read_mask, read_velocity
 
-__all__ = ["PROTOCOLS", "protocol_views", "evaluation_targets", "random_views", "resize_image", "scale_intrinsics", "SceneDataset"]
+__all__ = ["PROTOCOLS", "TRAINING_LAYOUTS", "protocol_views", "evaluation_targets", "random_views", "surround_random_pairs",
+           "resize_image", "scale_intrinsics", "SceneDataset"]
 
 PROTOCOLS = ("alternating", "interpolation", "two_rotating", "random")
+TRAINING_LAYOUTS = ("random", "surround_random", *PROTOCOLS[:3])
+"""Input layouts `SceneDataset` draws: "random" (uniform draws of num_input view-times, the
+training sampler), "surround_random" (one random camera per frame: the evaluation's protocol on
+rigs without canonical views), and the object-rig protocols of `PROTOCOLS`."""
 
 
 def _need(meta: SceneMeta, kind: str, count: int, protocol: str) -> list[int]:
@@ -111,6 +116,21 @@ def evaluation_targets(meta: SceneMeta, rng: np.random.Generator | None = None) 
     return _existing(meta, pairs, "evaluation targets")
 
 
+def surround_random_pairs(meta: SceneMeta, rng: np.random.Generator) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Surround variant of protocol (d): one random camera per frame as input, the others as targets."""
+    inputs, targets = [], []
+    for f in range(meta.num_frames):
+        views = [v for v in range(meta.num_views) if meta.has(v, f)]
+        if not views:
+            continue
+        pick = views[int(rng.integers(len(views)))]
+        inputs.append((pick, f))
+        targets.extend((v, f) for v in views if v != pick)
+    if not targets:
+        raise ValueError(f"protocol 'random' (surround): {meta.source} has no frame with two or more views")
+    return inputs, targets
+
+
 def random_views(meta: SceneMeta, count: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     """``count`` (view, frame) pairs drawn uniformly without replacement (with replacement only if
     the scene has fewer images than ``count``)."""
@@ -134,7 +154,7 @@ class SceneDataset(Dataset):
         num_input, num_target: image counts for the "random" protocols.
         image_size: (H, W) to resize to; None keeps the native size (all images must share it).
         seed: base seed of the draws.
-        input_protocol: "random" or one of `PROTOCOLS` (then the protocol fixes the count).
+        input_protocol: "random", "surround_random" or one of `PROTOCOLS` (then the layout fixes the count).
         target_protocol: "random" or "evaluation" (`evaluation_targets`).
         with_masks, with_depth, with_velocity: also return masks / depth maps / velocity maps
             (scenes must have them).
@@ -163,8 +183,8 @@ class SceneDataset(Dataset):
         self.scene_dirs: list[Path] = [d for r in roots for d in find_scenes(r)]
         if not self.scene_dirs:
             raise FileNotFoundError(f"no scenes found under {', '.join(str(r) for r in roots)} (expected */scene.json)")
-        if input_protocol != "random" and input_protocol not in PROTOCOLS:
-            raise ValueError(f"unknown input_protocol {input_protocol!r}; expected 'random' or one of {PROTOCOLS}")
+        if input_protocol not in TRAINING_LAYOUTS and input_protocol not in PROTOCOLS:
+            raise ValueError(f"unknown input_protocol {input_protocol!r}; expected one of {TRAINING_LAYOUTS} or {PROTOCOLS}")
         if target_protocol not in ("random", "evaluation"):
             raise ValueError(f"unknown target_protocol {target_protocol!r}; expected 'random' or 'evaluation'")
         if input_protocol == "random" and num_input < 1:
@@ -206,6 +226,8 @@ class SceneDataset(Dataset):
         rng_in, rng_tgt = self.rng(index).spawn(2)
         if self.input_protocol == "random":
             inputs = random_views(meta, self.num_input, rng_in)
+        elif self.input_protocol == "surround_random":
+            inputs = surround_random_pairs(meta, rng_in)[0]
         else:
             inputs = protocol_views(self.input_protocol, meta, rng_in)
         if self.target_protocol == "random":

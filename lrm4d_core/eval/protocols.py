@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lrm4d_core.data.dataset import PROTOCOLS, SceneDataset, evaluation_targets, protocol_views
+from lrm4d_core.data.dataset import PROTOCOLS, SceneDataset, evaluation_targets, protocol_views, surround_random_pairs
 from lrm4d_core.data.format import SceneMeta
 
 __all__ = [
@@ -64,21 +64,6 @@ def scene_protocols(meta: SceneMeta) -> tuple[str, ...]:
         return tuple(out)
     frames_with_two = sum(1 for f in range(meta.num_frames) if sum(meta.has(v, f) for v in range(meta.num_views)) >= 2)
     return ("random",) if frames_with_two else ()
-
-
-def surround_random_pairs(meta: SceneMeta, rng: np.random.Generator) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Surround variant of protocol (d): one random camera per frame as input, the others as targets."""
-    inputs, targets = [], []
-    for f in range(meta.num_frames):
-        views = [v for v in range(meta.num_views) if meta.has(v, f)]
-        if not views:
-            continue
-        pick = views[int(rng.integers(len(views)))]
-        inputs.append((pick, f))
-        targets.extend((v, f) for v in views if v != pick)
-    if not targets:
-        raise ValueError(f"protocol 'random' (surround): {meta.source} has no frame with two or more views")
-    return inputs, targets
 
 
 def protocol_pairs(

@@ -17,7 +17,9 @@ Loading never unpickles (no torch.load): the header is parsed here as JSON first
 is not such a file (empty, random bytes, a torch.save zip/pickle, a JSON file, a plain safetensors
 file without our metadata, a newer format) fails with `CheckpointError` and a message that says
 what the file is and what was expected. Weights are checked strictly against the model that the
-stored config builds: missing, unexpected and shape-mismatched keys are all listed by name.
+stored config builds (its shapes taken from a meta-device model, so nothing is allocated before the
+check passes): missing, unexpected and shape-mismatched keys are all listed by name, and weights
+that are not finite are rejected.
 
 A directory is accepted where a path is expected if it holds exactly one `*.safetensors` file.
 """
@@ -250,16 +252,23 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     header = read_checkpoint_header(path)
     config = header.config.replace(**config_overrides) if config_overrides else header.config
-    model = LRM4D(config)
-    expected = model.state_dict()
-    _check_keys(header.path, header.tensors, expected)
+    # the stored shapes are checked against the model the config describes before anything is
+    # allocated: a config claiming a huge model next to small weights fails here, at no cost
+    with torch.device("meta"):
+        shapes = LRM4D(config).state_dict()
+    _check_keys(header.path, header.tensors, shapes)
     state = {}
     try:
         with safe_open(str(header.path), framework="pt", device="cpu") as f:
-            for name in expected:
+            for name in shapes:
                 state[name] = f.get_tensor(name)
     except SafetensorError as exc:
         raise CheckpointError(f"{header.path}: corrupt or truncated safetensors data ({exc})") from None
+    bad = sorted(name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:
+        raise CheckpointError(f"{header.path}: non-finite weights (NaN or inf) in {bad[:5]}"
+                              + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") + "; the file is unusable")
+    model = LRM4D(config)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return model, config, header.provenance

@@ -59,7 +59,7 @@ class PriorConstants:
     """
 
     footprint_scale: float = 0.7
-    time_width: float = 0.7
+    time_width: float = 1.5
     camera_height: float = 1.6
     dome_radius: float = 2.5
     opacity: float = 0.98

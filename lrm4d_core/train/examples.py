@@ -6,17 +6,24 @@ example a process trains on at a step never depends on what ran before.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from lrm4d_core.data.format import SceneFormatError, load_scene
+
 from lrm4d_core.data.dataset import SceneDataset
-from lrm4d_core.eval.protocols import scene_protocols
+from lrm4d_core.eval.protocols import protocol_variant, scene_protocols
 
 from .config import DataSource
 
 __all__ = ["ExampleSource"]
+
+log = logging.getLogger(__name__)
+_MAX_REDRAWS = 50
 
 
 class ExampleSource:
@@ -50,6 +57,9 @@ class ExampleSource:
         self.protocol_probabilities /= self.protocol_probabilities.sum()
         self._datasets: dict[tuple, SceneDataset] = {}
         self._applicable: dict[tuple[int, int], tuple[str, ...]] = {}
+        self.bad: dict[tuple[int, int], str] = {}  # (source, scene index) -> why it cannot be read
+        self._checked: set[tuple[int, int]] = set()
+        self.counters: Counter[str] = Counter()
 
     def dataset(self, source: int, image_size: tuple[int, int], protocol: str = "random",
                 num_input: int | None = None, num_target: int | None = None) -> SceneDataset:
@@ -72,15 +82,41 @@ class ExampleSource:
     def draw(self, seed: int, step: int, rank: int, slot: int, image_size: tuple[int, int],
              num_input: int | None = None, num_target: int | None = None) -> dict[str, torch.Tensor]:
         """One example: a source by weight, a scene uniformly, an input protocol by weight (SPEC §4
-        input layouts; "random" where the scene's rig has no such views), inputs and targets
-        (`num_input` / `num_target` override the counts of uniform draws: view-count curriculum)."""
+        input layouts; on rigs without canonical views their evaluation layout "surround_random"
+        instead, elsewhere "random"), inputs and targets
+        (`num_input` / `num_target` override the counts of uniform draws: view-count curriculum).
+
+        A scene that cannot be read (a missing or corrupt file, a broken scene.json) is logged once,
+        counted in `bad_scenes` / `bad_draws`, never drawn again, and another draw is made from the
+        same random stream: one bad file never stops a run, and a resumed run draws the same."""
         rng = np.random.default_rng([seed, step, rank, slot])
-        source = int(rng.choice(len(self.sources), p=self.probabilities))
-        epoch = int(rng.integers(0, 2**62))
-        index = int(rng.integers(0, len(self.dataset(source, image_size))))
-        protocol = self.protocols[int(rng.choice(len(self.protocols), p=self.protocol_probabilities))]
+        for _ in range(_MAX_REDRAWS):
+            source = int(rng.choice(len(self.sources), p=self.probabilities))
+            epoch = int(rng.integers(0, 2**62))
+            index = int(rng.integers(0, len(self.dataset(source, image_size))))
+            protocol = self.protocols[int(rng.choice(len(self.protocols), p=self.protocol_probabilities))]
+            if (source, index) in self.bad:
+                self.counters["bad_draws"] += 1
+                continue
+            try:
+                if (source, index) not in self._checked:  # every file the scene lists exists (once)
+                    load_scene(self.dataset(source, image_size).scene_dirs[index], check_files=True)
+                    self._checked.add((source, index))
+                return self._example(seed, source, index, epoch, protocol, image_size, num_input, num_target)
+            except (SceneFormatError, OSError, ValueError) as err:
+                self.bad[(source, index)] = str(err)
+                self.counters["bad_scenes"] += 1
+                self.counters["bad_draws"] += 1
+                log.error("skipping unreadable training scene %s: %s", self.dataset(source, image_size).scene_dirs[index], err)
+        raise RuntimeError(f"{_MAX_REDRAWS} draws in a row hit unreadable scenes ({len(self.bad)} known bad): check the data")
+
+    def _example(self, seed: int, source: int, index: int, epoch: int, protocol: str, image_size: tuple[int, int],
+                 num_input: int | None, num_target: int | None) -> dict[str, torch.Tensor]:
         if protocol != "random" and protocol not in self._protocols_of(source, index, self.dataset(source, image_size)):
-            protocol = "random"
+            # rigs without canonical views (driving, workspace): their evaluation layout, one random
+            # camera per frame; other rigs: uniform draws
+            meta = self.dataset(source, image_size).meta(index)
+            protocol = "surround_random" if protocol_variant(meta) == "surround" else "random"
         ds = self.dataset(source, image_size, protocol, num_input, num_target)
         ds.seed = seed
         ds.set_epoch(epoch)  # the dataset seeds its own draws from (seed, epoch, index)

@@ -81,6 +81,11 @@ class Batch:
 def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch.device) -> Batch:
     """Normalize each example exactly as `model.api.reconstruct` does at inference: the scene from
     the input cameras, time from the input times, so training and inference see the same frames."""
+    counts = {(len(ex["input_images"]), len(ex["target_images"])) for ex in examples}
+    if len(counts) > 1:
+        raise ValueError(f"a batch needs one input and one target count per example, got (inputs, targets) {sorted(counts)}: "
+                         "with input_protocols mixing layouts of different sizes, use batch_size 1 (several "
+                         "processes under torchrun for a larger effective batch)")
     ins, outs, depths, velocities, scales = [], [], [], [], []
     for ex in examples:
         h, w = ex["input_images"].shape[-2:]
@@ -359,6 +364,8 @@ def train(
             counters["steps"] += 1
             last = {"loss": loss.item(), **terms, "psnr": float(psnr(pred.detach(), target).mean()),
                     "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
+            if source.counters["bad_scenes"]:
+                last["bad_scenes"] = source.counters["bad_scenes"]
             if rank == 0:
                 metrics_file.write(json.dumps({"step": step + 1, **last}) + "\n")
                 if (step + 1) % cfg.log_every == 0:
@@ -385,11 +392,14 @@ def train(
         if writer is not None:
             writer.close()
     summary = {"steps": end, "resumed_from": start, "seconds": time.perf_counter() - t_start,
-               "bad_steps": counters["bad_steps"], "empty_steps": counters["empty_steps"], "world_size": world, **{f"last_{k}": v for k, v in last.items()}}
+               "bad_steps": counters["bad_steps"], "empty_steps": counters["empty_steps"], "world_size": world,
+               "bad_scenes": source.counters["bad_scenes"], "bad_draws": source.counters["bad_draws"],
+               **{f"last_{k}": v for k, v in last.items()}}
     if rank == 0:
         print(f"trained steps {start}..{end} of {cfg.steps} on {world} process(es) in {summary['seconds']:.0f} s: "
               f"loss {last.get('loss', math.nan):.4f}, PSNR {last.get('psnr', math.nan):.2f} dB, "
-              f"{counters['bad_steps']} bad steps; checkpoints in {out_dir / 'checkpoints'}")
+              f"{counters['bad_steps']} bad steps, {source.counters['bad_scenes']} unreadable scenes skipped; "
+              f"checkpoints in {out_dir / 'checkpoints'}")
     if world > 1:
         dist.barrier()
     return summary

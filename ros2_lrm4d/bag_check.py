@@ -1,0 +1,134 @@
+"""Check a replayed synthetic bag against its ground truth: are the published Gaussians on the true
+surfaces, and do the moving ones move at the true speed?
+
+    python -m ros2_lrm4d.bag_check OUT_BAG GT_DIR [--json FILE]
+
+`OUT_BAG` is what `lrm4d replay` wrote for a bag from `lrm4d synth --bag` (any rig); `GT_DIR` that
+bag's ground truth (`<bag>_gt`, with `gt_points.npz`: surface points, their colours and exact
+velocities per image). For every published `/lrm4d/gaussians` cloud (the Gaussians sliced at the
+window end, in the fixed frame), the surface points of the images captured within half a frame of
+its stamp are the truth at that instant, and:
+
+* ``on_surface``: the share of the cloud's opacity within `distance` (5 cm) of a surface point,
+  next to the same share for uniform random points in the cloud's own bounding box (chance);
+* ``velocity``: over Gaussians within `distance` of a surface point that moves faster than
+  `moving_speed` (0.2 m/s), the opacity-weighted median of |v - v_true| / |v_true| (the implied
+  velocity's error relative to the true speed) and of | |v| / |v_true| - 1 | (speed alone), and
+  the share of such Gaussians whose speed is within 30% of the true one.
+
+Prints one JSON document (means over clouds and per cloud).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["check_replay", "main"]
+
+CLOUD_TOPIC = "/lrm4d/gaussians"
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _read_clouds(bag: Path, topic: str) -> list[tuple[int, dict[str, np.ndarray]]]:
+    from rosbags.highlevel import AnyReader
+
+    from .convert import pointcloud2_to_arrays, stamp_to_ns
+    from .msgdefs import make_typestore
+
+    out = []
+    with AnyReader([bag], default_typestore=make_typestore()) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:
+            raise ValueError(f"{bag} has no {topic}; topics: {sorted({c.topic for c in reader.connections})}")
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            out.append((stamp_to_ns(msg.header.stamp), pointcloud2_to_arrays(msg)))
+    return out
+
+
+def check_replay(out_bag: str | Path, gt_dir: str | Path, distance: float = 0.05, moving_speed: float = 0.2,
+                 topic: str = CLOUD_TOPIC, seed: int = 0) -> dict:
+    """The checks of the module docstring as a dict (per cloud and means)."""
+    from scipy.spatial import cKDTree
+
+    from .synth_bag import load_ground_truth
+
+    gt = load_ground_truth(gt_dir)
+    if "velocity" not in gt.points:
+        raise ValueError(f"{gt_dir}/gt_points.npz has no velocities (written by an older lrm4d); regenerate the bag")
+    half_frame = 0.5 * int(gt.index["frame_ns"])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for stamp, cloud in _read_clouds(Path(out_bag), topic):
+        near = np.abs(gt.points["stamp_ns"] - stamp) <= half_frame
+        if not near.any() or len(cloud["x"]) == 0:
+            continue
+        pts, vel = gt.points["points"][near].astype(np.float64), gt.points["velocity"][near].astype(np.float64)
+        xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(np.float64)
+        w = cloud["opacity"].astype(np.float64)
+        v = np.stack([cloud["vel_x"], cloud["vel_y"], cloud["vel_z"]], -1).astype(np.float64)
+        tree = cKDTree(pts)
+        dist, idx = tree.query(xyz)
+        on = dist <= distance
+        lo, hi = xyz.min(0), xyz.max(0)
+        chance_d, _ = tree.query(rng.uniform(lo, hi, size=(min(len(xyz), 20000), 3)))
+        row = {"stamp_ns": int(stamp), "gaussians": int(len(xyz)), "gt_points": int(len(pts)),
+               "on_surface": float(w[on].sum() / w.sum()) if w.sum() > 0 else None,
+               "on_surface_chance": float((chance_d <= distance).mean())}
+        true_v = vel[idx]
+        speed_true = np.linalg.norm(true_v, axis=-1)
+        moving = on & (speed_true > moving_speed) & (w > 0)
+        row["moving_gaussians"] = int(moving.sum())
+        if moving.any():
+            rel = np.linalg.norm(v[moving] - true_v[moving], axis=-1) / speed_true[moving]
+            speed_rel = np.abs(np.linalg.norm(v[moving], axis=-1) / speed_true[moving] - 1.0)
+            row.update(velocity_error=_weighted_median(rel, w[moving]), speed_error=_weighted_median(speed_rel, w[moving]),
+                       speed_within_30=float(w[moving][speed_rel <= 0.3].sum() / w[moving].sum()),
+                       true_speed=float(np.average(speed_true[moving], weights=w[moving])),
+                       predicted_speed=float(np.average(np.linalg.norm(v[moving], axis=-1), weights=w[moving])))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"no cloud on {topic} of {out_bag} has ground truth within half a frame of its stamp")
+
+    def mean(key):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return float(np.mean(vals)) if vals else None
+
+    summary = {k: mean(k) for k in ("on_surface", "on_surface_chance", "velocity_error", "speed_error", "speed_within_30",
+                                    "true_speed", "predicted_speed")}
+    return {"bag": str(out_bag), "gt": str(gt_dir), "distance_m": distance, "moving_speed_m_s": moving_speed,
+            "clouds": len(rows), "mean": summary, "per_cloud": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ros2_lrm4d.bag_check", description=__doc__.splitlines()[0])
+    parser.add_argument("out_bag")
+    parser.add_argument("gt_dir")
+    parser.add_argument("--distance", type=float, default=0.05, help="on-surface distance in metres (default 0.05)")
+    parser.add_argument("--moving-speed", type=float, default=0.2, help="true speed above which a surface moves (m/s)")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    try:
+        result = check_replay(args.out_bag, args.gt_dir, args.distance, args.moving_speed)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"bag_check: {err}", file=sys.stderr)
+        return 1
+    text = json.dumps(result, indent=1)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(json.dumps({"clouds": result["clouds"], **result["mean"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
