@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -116,6 +117,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="lrm4d", description="Reconstruct dynamic scenes as 4D Gaussians with a 4D-LRM transformer."
     )
     parser.add_argument("--version", action="version", version=f"lrm4d {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (default: one line; also LRM4D_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in SUBCOMMANDS.items():
         subparser = sub.add_parser(name, help=command.help, description=command.help)
@@ -157,7 +160,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lrm4d {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line for the user; the traceback on request
+        if args.debug or os.environ.get("LRM4D_DEBUG"):
+            raise
+        print(f"lrm4d {args.command}: {one_line(exc)} (lrm4d --debug {args.command} ... shows the traceback)", file=sys.stderr)
+        return 2 if isinstance(exc, _USER_ERRORS) else 1
     return int(result or 0)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message (with its type where the message alone is unclear)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, _USER_ERRORS) else f"{type(exc).__name__}: {text}"
+
+
+_USER_ERRORS = (ValueError, OSError)  # bad values, files that are missing, unwritable or in the way
 
 
 if __name__ == "__main__":

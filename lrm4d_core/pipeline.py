@@ -154,6 +154,11 @@ class Products:
             g = g.select(torch.topk(weight, self.max_points, sorted=False).indices)
         t0 = time.perf_counter()
         out = g.to_world(rec.scene, rec.time)
+        finite = torch.stack([torch.isfinite(t).reshape(len(out), -1).all(-1) for t in
+                              (out.means, out.scales, out.q_left, out.q_right, out.opacities, out.colors)]).all(0)
+        if not bool(finite.all()):  # never publish a non-finite value; count what was dropped
+            self.counters["nonfinite_gaussians"] = self.counters.get("nonfinite_gaussians", 0) + int((~finite).sum())
+            out = out.select(finite)
         self.timings["to_world"] = time.perf_counter() - t0
         return out
 
@@ -245,6 +250,10 @@ class Reconstructor:
         return Products(window, rec, cloud, forecasts, renders, cfg.max_points, timings, dict(self.counters))
 
     def _bounded(self, cloud: Gaussians3D) -> Gaussians3D:
+        finite = cloud.finite_mask()
+        if not bool(finite.all()):  # never publish a non-finite value; count what was dropped
+            self.counters["nonfinite_gaussians"] = self.counters.get("nonfinite_gaussians", 0) + int((~finite).sum())
+            cloud = cloud.select(finite)
         if len(cloud) == 0:
             self.counters["empty_clouds"] += 1
         if len(cloud) > self.config.max_points:
@@ -278,6 +287,6 @@ class Reconstructor:
         for name, source, t, cams in jobs:
             cloud = rec.forecast(t, 0.0, inference_filter=cfg.inference_filter)
             out = rasterize_over(rec, cloud, cams, background)
-            image = (out.color[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            image = (torch.nan_to_num(out.color[0], nan=0.0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             renders.append(RenderedView(name, source, t, image, cams.K[0].numpy(), cams.cam_to_world[0].numpy()))
         return renders

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from lrm4d_core.gaussians import Gaussians3D, Gaussians4D
 
 __all__ = [
-    "ConversionError", "UnsupportedEncoding", "UnsupportedDistortion", "InvalidCameraInfo",
+    "ConversionError", "UnsupportedEncoding", "UnsupportedDistortion", "InvalidCameraInfo", "ImageTooLarge",
+    "check_image_size",
     "IMAGE_ENCODINGS", "GAUSSIAN3D_FIELDS", "GAUSSIAN4D_FIELDS", "POINTFIELD_DTYPES", "Intrinsics",
     "image_to_rgb", "compressed_to_rgb", "camera_info_to_intrinsics", "undistort",
     "pack_rgb", "unpack_rgb", "gaussians3d_columns", "gaussians_to_pointcloud2", "pointcloud2_to_arrays",
@@ -41,6 +42,10 @@ class UnsupportedEncoding(ConversionError):
 
 class UnsupportedDistortion(ConversionError):
     """Distortion model we cannot undistort (here, with the libraries installed)."""
+
+
+class ImageTooLarge(ConversionError):
+    """An image above the configured pixel limit, rejected from its header before decoding."""
 
 
 class InvalidCameraInfo(ConversionError):
@@ -81,7 +86,14 @@ _RAW_LAYOUTS: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
 IMAGE_ENCODINGS: tuple[str, ...] = tuple(_RAW_LAYOUTS)
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def check_image_size(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Raise ImageTooLarge when width x height exceeds `max_pixels` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
+                            f"{max_pixels / 1e6:.1f} MP (parameter max_image_pixels)")
+
+
+def image_to_rgb(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/Image -> [H, W, 3] uint8 RGB (a copy; row padding in `step` is skipped).
 
     Alpha is dropped. mono is replicated to three channels; mono16 keeps its top 8 bits (v >> 8,
@@ -96,6 +108,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ConversionError(f"image is empty ({width}x{height})")
+    check_image_size(width, height, max_pixels, f"{encoding} image")
     rows = _strided_rows(_byte_buffer(msg.data), height, width * channels * itemsize, step, f"{encoding} image")
     if itemsize == 2:
         values = rows.view(">u2" if msg.is_bigendian else "<u2")
@@ -137,12 +150,16 @@ def _compression_of(fmt: str) -> str | None:
     return _COMPRESSIONS[codec]
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png) -> [H, W, 3] uint8 RGB, decoded with Pillow.
 
     The bytes decide the codec among JPEG and PNG (a format string naming the other one is
-    tolerated); 16-bit grey PNGs keep their top 8 bits like mono16; alpha is dropped.
+    tolerated); 16-bit grey PNGs keep their top 8 bits like mono16; alpha is dropped. The size in
+    the file's header is checked against `max_pixels` before any pixel is decoded (a small file
+    can claim a huge image: a decompression bomb).
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     _compression_of(str(msg.format))
@@ -150,12 +167,24 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     if buf.size == 0:
         raise ConversionError(f"CompressedImage ({msg.format!r}) has no data")
     try:
-        with Image.open(io.BytesIO(buf.tobytes()), formats=["JPEG", "PNG"]) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(buf.tobytes()), formats=["JPEG", "PNG"])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"CompressedImage ({msg.format!r}, {buf.size} bytes) claims an image above any sane size "
+                            f"(parameter max_image_pixels): {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ConversionError(f"CompressedImage ({msg.format!r}, {buf.size} bytes) could not be decoded as jpeg or png: {exc}") from exc
+    try:
+        with image:
+            check_image_size(image.width, image.height, max_pixels, f"CompressedImage ({msg.format!r}, {buf.size} bytes)")
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
                 return np.repeat(grey[:, :, None], 3, axis=2)
             return np.array(image.convert("RGB"), dtype=np.uint8)
+    except ImageTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ConversionError(f"CompressedImage ({msg.format!r}, {buf.size} bytes) could not be decoded as jpeg or png: {exc}") from exc
 
@@ -174,6 +203,11 @@ class Intrinsics:
     @property
     def distorted(self) -> bool:
         return bool(np.any(self.D != 0))
+
+
+FOCAL_RANGE = (0.01, 1000.0)
+"""Accepted focal lengths, in multiples of the longer image side: fields of view from about 180
+down to 0.06 degrees. Anything outside is a broken calibration, not a lens."""
 
 
 def _field(msg: Any, *names: str) -> Any:
@@ -199,6 +233,12 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
         raise InvalidCameraInfo(f"CameraInfo focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]}); all zeros means uncalibrated")
     if not np.allclose(K[2], [0.0, 0.0, 1.0]):
         raise InvalidCameraInfo(f"CameraInfo K last row must be [0, 0, 1], got {K[2].tolist()}")
+    side = max(width, height)
+    if not (FOCAL_RANGE[0] * side <= K[0, 0] <= FOCAL_RANGE[1] * side and FOCAL_RANGE[0] * side <= K[1, 1] <= FOCAL_RANGE[1] * side):
+        raise InvalidCameraInfo(f"CameraInfo focal lengths fx={K[0, 0]:.6g}, fy={K[1, 1]:.6g} px are absurd for a {width}x{height} "
+                                f"image (accepted: {FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} x {side} px)")
+    if not (-width <= K[0, 2] <= 2 * width and -height <= K[1, 2] <= 2 * height):
+        raise InvalidCameraInfo(f"CameraInfo principal point ({K[0, 2]:.6g}, {K[1, 2]:.6g}) lies far outside the {width}x{height} image")
     roi = getattr(msg, "roi", None)
     if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
         K[0, 2] -= int(roi.x_offset)

@@ -64,6 +64,7 @@ class NodeParams:
     qos_depth: int = 5
     diagnostics_period_s: float = 1.0
     background: str = ""
+    max_image_pixels: int = 8_388_608
 
     def __post_init__(self) -> None:
         for name in ("cameras", "scene_center", "forecast_horizons_s", "render_inputs_at_s"):
@@ -88,6 +89,8 @@ class NodeParams:
             problems.append("update_rate_hz must be > 0")
         if self.diagnostics_period_s <= 0:
             problems.append("diagnostics_period_s must be > 0")
+        if self.max_image_pixels < 1:
+            problems.append("max_image_pixels must be >= 1")
         if self.queue_size < 1 or self.qos_depth < 1:
             problems.append("queue_size and qos_depth must be >= 1")
         if self.sync_slop_s < 0 or self.tf_wait_s < 0:
@@ -189,6 +192,7 @@ PARAM_DOCS: dict[str, str] = {
     "qos_depth": "history depth of the QoS profiles",
     "diagnostics_period_s": "period of /diagnostics messages (s)",
     "background": "colour behind predicted views: white, black, gray or R,G,B; empty = the model's own (its sky/environment map, or the colour it was trained on)",
+    "max_image_pixels": "images with more pixels are dropped (image_too_large) before decoding; bounds memory: about cameras x rate x window_duration_s x this x 3 bytes",
 }
 
 
@@ -292,16 +296,44 @@ def params_from_values(values: Mapping[str, Any]) -> NodeParams:
 
 
 def load_params_file(path: str | Path, node_name: str = "lrm4d") -> NodeParams:
-    """Read a ROS 2 parameter YAML (`<node>: ros__parameters: {...}`, or `/**:`) into NodeParams."""
+    """Read a ROS 2 parameter YAML (`<node>: ros__parameters: {...}`, or `/**:`) into NodeParams.
+
+    Every value is checked against its parameter's ROS type as the live node's declarations check
+    it (`cameras: cam0` is a string where a string array is wanted; `max_views: 12.0` a double
+    where an integer is wanted): a ValueError names the file, the parameter and the value."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"parameter file {path} not found") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with a '{node_name}: ros__parameters:' section")
+    section = None
     for key in (node_name, f"/{node_name}", "/**", "**"):
         if isinstance(data.get(key), dict) and "ros__parameters" in data[key]:
-            return NodeParams.from_dict(data[key]["ros__parameters"] or {})
-    if "ros__parameters" in data:
-        return NodeParams.from_dict(data["ros__parameters"] or {})
-    raise ValueError(f"{path}: no '{node_name}: ros__parameters:' section")
+            section = data[key]["ros__parameters"]
+            break
+    else:
+        if "ros__parameters" in data:
+            section = data["ros__parameters"]
+        else:
+            raise ValueError(f"{path}: no '{node_name}: ros__parameters:' section (top-level keys: {sorted(map(str, data))})")
+    section = section or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: ros__parameters must be a mapping, got {type(section).__name__}")
+    known = {f.name: str(f.type) for f in fields(NodeParams)}
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown lrm4d parameters {unknown}")
+    try:
+        values = {name: _coerce(name, _ROS_TYPES[known[name]], value) for name, value in section.items()}
+        return NodeParams.from_dict(values)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def forecast_topic_suffix(horizon_s: float) -> str:

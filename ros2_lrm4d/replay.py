@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -54,12 +56,28 @@ class ReplaySummary:
     truncated: bool = False
     seconds: float = 0.0
     out_bag: str = ""
+    drop_examples: dict[str, str] = field(default_factory=dict)  # reason -> the latest message of that kind
+    stopped: str = ""  # why the replay ended before the bag did ("" when it read everything)
 
     def line(self) -> str:
         drops = ", ".join(f"{k} {v}" for k, v in sorted(self.drops.items())) or "none"
         return (f"replay: {self.frames_in} frames in, {self.windows} windows, drops: {drops}; mean window latency "
                 f"{self.mean_latency_s:.3f} s; wrote {self.messages_written} messages to {self.out_bag} in {self.seconds:.1f} s"
-                + (" (input bag truncated: read up to the damage)" if self.truncated else ""))
+                + (" (input bag truncated: read up to the damage)" if self.truncated else "")
+                + (f"; stopped early: {self.stopped}" if self.stopped else ""))
+
+    def why_no_windows(self) -> str:
+        """One line on why nothing was reconstructed (for a replay that produced no window)."""
+        if self.frames_in == 0:
+            return "the bag has no messages on the camera topics"
+        frame_drops = {k: v for k, v in self.drops.items() if not k.startswith("tf_ignored/")}
+        if not frame_drops:
+            return f"{self.frames_in} frames read but no window completed (too few time steps for min_steps?)"
+        top = max(frame_drops, key=frame_drops.get)
+        example = self.drop_examples.get(top, "")
+        return (f"all {self.frames_in} frames dropped: " if sum(frame_drops.values()) >= self.frames_in else
+                f"{sum(frame_drops.values())} of {self.frames_in} frames dropped, most for ") + \
+            f"{top}" + (f" ({example})" if example else "")
 
 
 @dataclass
@@ -189,15 +207,28 @@ def replay(
     progress: bool = True,
     copy_tf: bool = True,
     on_products: Callable[[Products], None] | None = None,
+    overwrite: bool = False,
 ) -> ReplaySummary:
     """Replay `in_bag` through the reconstruction core and write the node's outputs to `out_bag` (mcap).
-    `on_products` sees every window's products (the demo collects them for its figures)."""
+    `on_products` sees every window's products (the demo collects them for its figures).
+
+    The output bag is closed (metadata written, readable) however the replay ends: normally, on an
+    error, a full disk or Ctrl-C (`summary.stopped` says why; KeyboardInterrupt is re-raised after
+    closing). `overwrite` replaces an existing `out_bag`."""
+    import shutil
+
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     started = time.perf_counter()
     in_bag, out_bag = Path(in_bag), Path(out_bag)
     if out_bag.exists():
-        raise ReplayError(f"{out_bag} exists; choose a new output path (rosbag2 writers never overwrite)")
+        if not overwrite:
+            raise ReplayError(f"{out_bag} exists; choose a new output path or pass --overwrite")
+        if in_bag.resolve() == out_bag.resolve():
+            raise ReplayError(f"{out_bag} is the input bag; choose another output path")
+        shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
+    if not out_bag.parent.is_dir():
+        raise ReplayError(f"cannot write {out_bag}: directory {out_bag.parent} does not exist")
     typestore = make_typestore()
     factory = RosbagsFactory(typestore)
     summary = ReplaySummary(out_bag=str(out_bag))
@@ -229,11 +260,9 @@ def replay(
             writer.write(connections[topic], stamp_ns, typestore.serialize_cdr(msg, msgtype))
             summary.messages_written += 1
 
-        def publish(products: Any, now_ns: int) -> None:
-            # header stamps are the source stamps (the window end); the log (receive) time is the bag
-            # time at which the node would have published, so log time stays monotonic in a looping bag
-            for rel, msgtype, msg in encoder.encode(products):
-                write(f"/{NODE_NAME}/{rel}", msgtype, msg, now_ns)
+        def write_diagnostics(now_ns: int) -> None:
+            for key in ("out_of_order", "late_dropped", "duplicate_dropped", "time_jump_resets"):
+                diag.extra[f"window/{key}"] = str(buffer.counters[key])
             write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", diag.to_msg(factory, now_ns), now_ns)
 
         def run_group(group: list[Frame], now_ns: int) -> None:
@@ -241,16 +270,22 @@ def replay(
             if window is None:
                 return
             t0 = time.perf_counter()
-            try:
+            try:  # the whole window (reconstruction, encoding) is guarded: one bad window is one drop
                 products = reconstructor.process(window)
+                messages = [(f"/{NODE_NAME}/{rel}", msgtype, msg) for rel, msgtype, msg in encoder.encode(products)]
             except Exception as err:  # noqa: BLE001 - a failed window must not end the replay
                 diag.frame_dropped("reconstruction_failed")
                 diag.update_backend(backend, err)
+                summary.drop_examples["reconstruction_failed"] = f"{type(err).__name__}: {err}"
                 warn("reconstruction", f"window ending {window.end_ns / NS:.3f} s failed: {type(err).__name__}: {err}")
                 return
             diag.window_done(products, time.perf_counter() - t0)
             diag.update_backend(backend)
-            publish(products, now_ns)
+            # header stamps are the source stamps (the window end); the log (receive) time is the bag
+            # time at which the node would have published, so log time stays monotonic in a looping bag
+            for topic, msgtype, msg in messages:
+                write(topic, msgtype, msg, now_ns)
+            write_diagnostics(now_ns)
             if on_products is not None:
                 on_products(products)
 
@@ -261,6 +296,8 @@ def replay(
                     frame = assembler.make_frame(item.camera, item.msg, tf.lookup)
                 except FrameDropped as drop:
                     diag.frame_dropped(drop.reason)
+                    summary.drop_examples[drop.reason] = str(drop) + (
+                        f"; frames in the TF tree: {sorted(tf.frames())}" if drop.reason == "tf_missing" else "")
                     warn(drop.reason, f"dropped frame: {drop}")
                     continue
                 for group in grouper.add(frame, item.arrival_ns if now_ns is None else now_ns):
@@ -275,49 +312,73 @@ def replay(
             from tqdm import tqdm
 
             bar = tqdm(total=source.count(wanted), desc="replay", unit="msg", dynamic_ncols=True)
-        for topic, msgtype, t_ns, raw in source.messages(wanted):
-            if bar is not None:
-                bar.update(1)
-            try:
-                msg = source.deserialize(raw, msgtype)
-            except Exception as err:  # noqa: BLE001
-                diag.frame_dropped("undecodable_message")
-                warn("undecodable", f"{topic}: cannot decode message at {t_ns / NS:.3f} s: {err}")
-                continue
-            if topic in ("/tf", "/tf_static"):
-                static = topic == "/tf_static"
-                stamps = [t.header.stamp.sec * NS + t.header.stamp.nanosec for t in msg.transforms]
-                if not static and stamps:
-                    if max(stamps) < last_tf_stamp - params.jump_back_s * NS:
-                        tf.clear_dynamic()
-                        warn("tf_jump", "TF time jumped back: dynamic transforms cleared")
-                        last_tf_stamp = max(stamps)
-                    last_tf_stamp = max(last_tf_stamp, max(stamps))
-                ignored = tf.add(msg, static=static)
-                if ignored:
-                    diag.frame_dropped("tf_ignored")
-                if copy_tf:
-                    write(topic, TF_TYPE, msg, t_ns)
-            elif topic in info_topics:
+        interrupted, last_ns = False, 0
+        try:
+            for topic, msgtype, t_ns, raw in source.messages(wanted):
+                if bar is not None:
+                    bar.update(1)
                 try:
-                    assembler.update_camera_info(info_topics[topic], msg)
-                except FrameDropped as drop:
-                    diag.frame_dropped(drop.reason)
-                    warn(drop.reason, str(drop))
-            else:
-                camera = image_topics[topic]
-                summary.frames_in += 1
-                diag.frame_received(camera, t_ns)
-                pending.append(_Pending(t_ns, camera, msg))
-            pose_ready(t_ns)
-        pose_ready(None)
-        if bar is not None:
-            bar.close()
-        writer.close()
+                    msg = source.deserialize(raw, msgtype)
+                except Exception as err:  # noqa: BLE001
+                    diag.frame_dropped("undecodable_message")
+                    warn("undecodable", f"{topic}: cannot decode message at {t_ns / NS:.3f} s: {err}")
+                    continue
+                if topic in ("/tf", "/tf_static"):
+                    static = topic == "/tf_static"
+                    stamps = [t.header.stamp.sec * NS + t.header.stamp.nanosec for t in msg.transforms]
+                    if not static and stamps:
+                        if max(stamps) < last_tf_stamp - params.jump_back_s * NS:
+                            tf.clear_dynamic()
+                            warn("tf_jump", "TF time jumped back: dynamic transforms cleared")
+                            last_tf_stamp = max(stamps)
+                        last_tf_stamp = max(last_tf_stamp, max(stamps))
+                    before = Counter(tf.rejected)
+                    if tf.add(msg, static=static):
+                        for reason, n in (tf.rejected - before).items():
+                            diag.frame_dropped(f"tf_ignored/{reason}", n)
+                        warn("tf_ignored", f"{topic}: ignored transform(s): {tf.last_problem}")
+                    if copy_tf:
+                        write(topic, TF_TYPE, msg, t_ns)
+                elif topic in info_topics:
+                    try:
+                        assembler.update_camera_info(info_topics[topic], msg)
+                    except FrameDropped as drop:
+                        diag.frame_dropped(drop.reason)
+                        summary.drop_examples[drop.reason] = str(drop)
+                        warn(drop.reason, str(drop))
+                else:
+                    camera = image_topics[topic]
+                    summary.frames_in += 1
+                    diag.frame_received(camera, t_ns)
+                    pending.append(_Pending(t_ns, camera, msg))
+                last_ns = t_ns
+                pose_ready(t_ns)
+            pose_ready(None)
+        except KeyboardInterrupt:
+            interrupted = True
+            summary.stopped = "interrupted (Ctrl-C); the output bag holds everything published until then"
+        except OSError as err:  # e.g. the disk is full
+            summary.stopped = f"{type(err).__name__}: {err}"
+            log.error("replay stopped: %s", summary.stopped)
+        finally:
+            if bar is not None:
+                bar.close()
+            try:  # a last /diagnostics, so that drops after the last window are in the bag too
+                write_diagnostics(last_ns)
+            except Exception as err:  # noqa: BLE001 - closing the bag matters more
+                log.error("could not write the final diagnostics: %s", err)
+            try:
+                writer.close()
+            except Exception as err:  # noqa: BLE001
+                summary.stopped += f"; the output bag could not be closed ({type(err).__name__}: {err})"
+                log.error("could not close %s: %s", out_bag, err)
+        if interrupted:
+            raise KeyboardInterrupt
     finally:
         source.close()
     summary.windows = diag.counters["windows"]
-    summary.drops = {**dict(diag.drops), **{k: v for k, v in buffer.counters.items() if k in ("late_dropped", "duplicate_dropped", "time_jump_resets")}}
+    summary.drops = {**dict(diag.drops), **{k: v for k, v in buffer.counters.items()
+                                            if k in ("late_dropped", "duplicate_dropped", "time_jump_resets", "out_of_order") and v}}
     summary.mean_latency_s = diag.mean_latency()
     summary.seconds = time.perf_counter() - started
     return summary
@@ -325,7 +386,8 @@ def replay(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("in_bag", help="input rosbag2 (directory or .mcap / .db3)")
-    parser.add_argument("out_bag", help="output rosbag2 directory (mcap), must not exist")
+    parser.add_argument("out_bag", help="output rosbag2 directory (mcap), must not exist (see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     parser.add_argument("--config", default=None, help="node parameters YAML (config/reconstruct.yaml layout)")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the config's, else the embedded default)")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the config's)")
@@ -343,9 +405,14 @@ def main(args: argparse.Namespace) -> int:
     params = dataclasses.replace(params, **overrides)
     backend = make_backend(params)
     try:
-        summary = replay(args.in_bag, args.out_bag, params, backend, progress=not args.no_progress)
+        summary = replay(args.in_bag, args.out_bag, params, backend, progress=not args.no_progress, overwrite=args.overwrite)
     except ReplayError as err:
-        print(f"lrm4d replay: {err}")
+        print(f"lrm4d replay: {err}", file=sys.stderr)
         return 2
     print(summary.line())
+    if summary.stopped:
+        return 1
+    if summary.windows == 0:
+        print(f"lrm4d replay: no window reconstructed: {summary.why_no_windows()}", file=sys.stderr)
+        return 1
     return 0

@@ -22,6 +22,7 @@ from lrm4d_core.stream import Frame
 
 from .convert import (
     ConversionError,
+    ImageTooLarge,
     camera_info_to_intrinsics,
     compressed_to_rgb,
     gaussians4d_to_msg,
@@ -32,7 +33,7 @@ from .convert import (
 )
 from .msgdefs import MessageFactory
 from .params import NodeParams, forecast_topic_suffix
-from .tf import Extrapolation, LinkMissing, TfLookupError
+from .tf import MAX_TRANSLATION_M, Extrapolation, LinkMissing, TfLookupError
 
 __all__ = ["FrameDropped", "FrameAssembler", "OutputEncoder", "Diagnostics", "RateLimitedLog", "NODE_NAME"]
 
@@ -94,11 +95,12 @@ class FrameAssembler:
         stamp = stamp_to_ns(image_msg.header.stamp)
         try:
             if self.params.image_transport == "compressed":
-                rgb = compressed_to_rgb(image_msg)
+                rgb = compressed_to_rgb(image_msg, self.params.max_image_pixels)
             else:
-                rgb = image_to_rgb(image_msg)
+                rgb = image_to_rgb(image_msg, self.params.max_image_pixels)
         except ConversionError as err:
-            reason = "unsupported_encoding" if "encoding" in type(err).__name__.lower() else "bad_image"
+            reason = ("unsupported_encoding" if "encoding" in type(err).__name__.lower()
+                      else "image_too_large" if isinstance(err, ImageTooLarge) else "bad_image")
             raise FrameDropped(reason, f"{camera}: {err}") from err
         if rgb.shape[:2] != (intrinsics.height, intrinsics.width):
             raise FrameDropped(
@@ -119,7 +121,12 @@ class FrameAssembler:
         except TfLookupError as err:
             raise FrameDropped("tf_error", f"{camera}: {err}") from err
         if not np.isfinite(pose).all():
-            raise FrameDropped("tf_error", f"{camera}: non-finite transform {self.params.fixed_frame} <- {optical_frame}")
+            raise FrameDropped("tf_nonfinite", f"{camera}: non-finite transform {self.params.fixed_frame} <- {optical_frame}")
+        if np.abs(pose[:3, 3]).max() > MAX_TRANSLATION_M:
+            raise FrameDropped("tf_absurd", f"{camera}: transform {self.params.fixed_frame} <- {optical_frame} puts the camera "
+                                            f"at {pose[:3, 3].tolist()} (beyond {MAX_TRANSLATION_M:g} m): a broken pose, not a place")
+        if np.abs(pose[:3, :3] @ pose[:3, :3].T - np.eye(3)).max() > 1e-3:
+            raise FrameDropped("tf_absurd", f"{camera}: transform {self.params.fixed_frame} <- {optical_frame} has no rotation matrix")
         return Frame(camera, stamp, rgb, np.asarray(K, dtype=np.float64), pose)
 
 
@@ -246,8 +253,8 @@ class Diagnostics:
         while q and q[0] < now_ns - self.window_ns:
             q.popleft()
 
-    def frame_dropped(self, reason: str) -> None:
-        self.drops[reason] += 1
+    def frame_dropped(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] += count
 
     def window_done(self, products: Products, latency_s: float) -> None:
         self.counters["windows"] += 1

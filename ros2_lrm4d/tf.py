@@ -11,6 +11,7 @@ interpolates by ScLERP, clips or raises ValueError out of range, and rebuilds it
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,16 +67,33 @@ def _pose_matrix(pose: np.ndarray) -> np.ndarray:
     return m
 
 
+class InvalidTransform(ValueError):
+    """A transform that cannot be a pose; `reason` is the counter key (tf_nonfinite, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+MAX_TRANSLATION_M = 1e6
+"""Translations beyond this (1000 km) are rejected as broken, not stored (1e300 would overflow later)."""
+
+
 def _transform_pose(transform: Any) -> np.ndarray:
     """geometry_msgs/Transform -> [tx, ty, tz, qw, qx, qy, qz] with the quaternion normalized.
 
-    Raises ValueError for non-finite values or a zero quaternion.
+    Raises InvalidTransform for non-finite values, an absurd translation or a zero quaternion.
     """
     t, r = transform.translation, transform.rotation
     pose = np.array([t.x, t.y, t.z, r.w, r.x, r.y, r.z], dtype=np.float64)
+    what = f"translation {pose[:3].tolist()}, quaternion (w,x,y,z) {pose[3:].tolist()}"
+    if not np.isfinite(pose).all():
+        raise InvalidTransform("tf_nonfinite", f"non-finite transform: {what}")
+    if np.abs(pose[:3]).max() > MAX_TRANSLATION_M:
+        raise InvalidTransform("tf_absurd_translation", f"translation beyond {MAX_TRANSLATION_M:g} m: {what}")
     norm = np.linalg.norm(pose[3:])
-    if not np.isfinite(pose).all() or norm < 1e-9:
-        raise ValueError(f"invalid transform: translation {pose[:3].tolist()}, quaternion (w,x,y,z) {pose[3:].tolist()}")
+    if norm < 1e-9:
+        raise InvalidTransform("tf_zero_quaternion", f"zero quaternion: {what}")
     pose[3:] /= norm
     return pose
 
@@ -116,6 +134,8 @@ class TfBuffer:
         self.cache_ns = int(round(cache_duration_s * NS_PER_S))
         self.tolerance_ns = int(round(extrapolation_tolerance_s * NS_PER_S))
         self._edges: dict[str, _Edge] = {}
+        self.rejected: Counter[str] = Counter()  # why transforms were ignored, by reason
+        self.last_problem: str = ""  # the latest rejection, in words
 
     def clear(self) -> None:
         """Forget everything (e.g. when replay time jumps backwards)."""
@@ -131,42 +151,50 @@ class TfBuffer:
     def add(self, msg: Any, static: bool) -> int:
         """Insert every TransformStamped of a tf2_msgs/TFMessage; returns how many were ignored.
 
-        Ignored: invalid ones (empty or equal frame ids, non-finite values, zero quaternion),
-        dynamic samples older than the cache window of their edge, and repeated stamps (as tf2).
+        Ignored, each counted in `rejected` by reason: non-finite values (tf_nonfinite), a
+        translation beyond MAX_TRANSLATION_M (tf_absurd_translation), a zero quaternion
+        (tf_zero_quaternion), empty or equal frame ids (tf_bad_frame_id), dynamic samples older than
+        the cache window of their edge (tf_stale) and repeated stamps (tf_repeated, as tf2).
         """
         ignored = 0
         for ts in msg.transforms:
             parent, child = _frame(str(ts.header.frame_id)), _frame(str(ts.child_frame_id))
+            reason, problem = None, ""
             try:
                 pose = _transform_pose(ts.transform)
-            except ValueError:
+            except InvalidTransform as err:
+                reason, problem = err.reason, str(err)
+            if reason is None and (not parent or not child or parent == child):
+                reason, problem = "tf_bad_frame_id", f"frame ids {parent!r} <- {child!r}"
+            if reason is None:
+                edge = self._edges.get(child)
+                if edge is None or edge.parent != parent or edge.static != static:
+                    edge = self._edges[child] = _Edge(parent, static)
+                if static:
+                    edge.poses = [pose]
+                    continue
+                reason = self._insert(edge, stamp_to_ns(ts.header.stamp), pose)
+                problem = f"{reason.replace('tf_', '')} sample at {stamp_to_ns(ts.header.stamp) / NS_PER_S:.3f} s" if reason else ""
+            if reason is not None:
                 ignored += 1
-                continue
-            if not parent or not child or parent == child:
-                ignored += 1
-                continue
-            edge = self._edges.get(child)
-            if edge is None or edge.parent != parent or edge.static != static:
-                edge = self._edges[child] = _Edge(parent, static)
-            if static:
-                edge.poses = [pose]
-                continue
-            ignored += not self._insert(edge, stamp_to_ns(ts.header.stamp), pose)
+                self.rejected[reason] += 1
+                self.last_problem = f"{parent} <- {child}: {problem}"
         return ignored
 
-    def _insert(self, edge: _Edge, stamp: int, pose: np.ndarray) -> bool:
+    def _insert(self, edge: _Edge, stamp: int, pose: np.ndarray) -> str | None:
+        """Store a dynamic sample; returns why it was not stored, or None."""
         times = edge.times
         if times and stamp < times[-1] - self.cache_ns:
-            return False
+            return "tf_stale"
         i = bisect.bisect_left(times, stamp)
         if i < len(times) and times[i] == stamp:
-            return False
+            return "tf_repeated"
         times.insert(i, stamp)
         edge.poses.insert(i, pose)
         drop = bisect.bisect_left(times, times[-1] - self.cache_ns)
         if drop:
             del times[:drop], edge.poses[:drop]
-        return True
+        return None
 
     def _edge_pose(self, child: str, edge: _Edge, stamp: int) -> np.ndarray:
         if edge.static:
