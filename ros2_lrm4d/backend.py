@@ -13,7 +13,7 @@ __all__ = ["make_backend"]
 log = logging.getLogger(__name__)
 
 
-def make_backend(params: NodeParams) -> Backend:
+def make_backend(params: NodeParams, offline: bool = False) -> Backend:
     """The backend `params` ask for. The local model is the checkpoint named, else the embedded
     default; without either (a source checkout before training) random tiny weights, said loudly.
 
@@ -22,13 +22,17 @@ def make_backend(params: NodeParams) -> Backend:
     TLS when `remote_tls_ca_file` is set, and the local backend as fallback with
     `fallback_to_local`. A server that is down at start-up is fine: the node runs, reports it in
     diagnostics and connects once the server is up (docs/serving.md).
+
+    `offline` (bag replay, the demo): time is the bag's, not the wall clock's, so an open circuit
+    breaker is waited out (up to 4 x remote_timeout_s per window) instead of refusing every window
+    the replay reaches meanwhile.
     """
     if params.backend == "remote":
-        return _remote_backend(params)
+        return _remote_backend(params, offline)
     return _local_backend(params)
 
 
-def _remote_backend(params: NodeParams) -> Backend:
+def _remote_backend(params: NodeParams, offline: bool = False) -> Backend:
     import os
     from pathlib import Path
 
@@ -48,6 +52,7 @@ def _remote_backend(params: NodeParams) -> Backend:
         # one retry: a live node should not stall much beyond 2 x remote_timeout_s on a dead server
         params.remote_address, token, timeout_s=params.remote_timeout_s, retries=1, image_encoding=params.remote_image_encoding,
         tls_ca_file=params.remote_tls_ca_file or None, fallback=fallback,
+        wait_while_open_s=4 * params.remote_timeout_s if offline else 0.0,
     )
     log.info("remote backend %s (%s)%s", params.remote_address, backend.model_id,
              ", local fallback" if fallback is not None else "")

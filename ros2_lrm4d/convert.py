@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from lrm4d_core.validate import ImplausibleInput, check_intrinsics, check_pixels
+
 from .msgdefs import GAUSSIAN_CLOUD4D, NS_PER_S, MessageFactory
 
 if TYPE_CHECKING:
@@ -88,9 +90,10 @@ IMAGE_ENCODINGS: tuple[str, ...] = tuple(_RAW_LAYOUTS)
 
 def check_image_size(width: int, height: int, max_pixels: int | None, what: str) -> None:
     """Raise ImageTooLarge when width x height exceeds `max_pixels` (None: no limit)."""
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageTooLarge(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
-                            f"{max_pixels / 1e6:.1f} MP (parameter max_image_pixels)")
+    try:
+        check_pixels(width, height, max_pixels, what, setting="parameter max_image_pixels")
+    except ImplausibleInput as err:
+        raise ImageTooLarge(str(err)) from None
 
 
 def image_to_rgb(msg: Any, max_pixels: int | None = None) -> np.ndarray:
@@ -205,11 +208,6 @@ class Intrinsics:
         return bool(np.any(self.D != 0))
 
 
-FOCAL_RANGE = (0.01, 1000.0)
-"""Accepted focal lengths, in multiples of the longer image side: fields of view from about 180
-down to 0.06 degrees. Anything outside is a broken calibration, not a lens."""
-
-
 def _field(msg: Any, *names: str) -> Any:
     for name in names:
         if hasattr(msg, name):
@@ -233,12 +231,10 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
         raise InvalidCameraInfo(f"CameraInfo focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]}); all zeros means uncalibrated")
     if not np.allclose(K[2], [0.0, 0.0, 1.0]):
         raise InvalidCameraInfo(f"CameraInfo K last row must be [0, 0, 1], got {K[2].tolist()}")
-    side = max(width, height)
-    if not (FOCAL_RANGE[0] * side <= K[0, 0] <= FOCAL_RANGE[1] * side and FOCAL_RANGE[0] * side <= K[1, 1] <= FOCAL_RANGE[1] * side):
-        raise InvalidCameraInfo(f"CameraInfo focal lengths fx={K[0, 0]:.6g}, fy={K[1, 1]:.6g} px are absurd for a {width}x{height} "
-                                f"image (accepted: {FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} x {side} px)")
-    if not (-width <= K[0, 2] <= 2 * width and -height <= K[1, 2] <= 2 * height):
-        raise InvalidCameraInfo(f"CameraInfo principal point ({K[0, 2]:.6g}, {K[1, 2]:.6g}) lies far outside the {width}x{height} image")
+    try:
+        check_intrinsics(K, width, height, "CameraInfo")
+    except ImplausibleInput as err:
+        raise InvalidCameraInfo(str(err)) from None
     roi = getattr(msg, "roi", None)
     if roi is not None and int(roi.width) > 0 and int(roi.height) > 0:
         K[0, 2] -= int(roi.x_offset)

@@ -110,7 +110,7 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
                         forecast_horizons_s=(FORECAST_S,), render_max_side=max(width, height), device=device)
 
     say("[2/4] replaying it through the node's core with the default model")
-    backend = make_backend(params)
+    backend = make_backend(params, offline=True)
     windows: list[Products] = []
     summary = replay(bag.path, out / "output_bag", params, backend, progress=progress, on_products=windows.append)
     if not windows:

@@ -403,7 +403,7 @@ def main(args: argparse.Namespace) -> int:
     params = load_params_file(args.config) if args.config else NodeParams()
     overrides = {k: v for k, v in (("checkpoint", args.checkpoint), ("device", args.device)) if v}
     params = dataclasses.replace(params, **overrides)
-    backend = make_backend(params)
+    backend = make_backend(params, offline=True)
     try:
         summary = replay(args.in_bag, args.out_bag, params, backend, progress=not args.no_progress, overwrite=args.overwrite)
     except ReplayError as err:

@@ -19,6 +19,7 @@ import numpy as np
 
 from lrm4d_core.pipeline import Products
 from lrm4d_core.stream import Frame
+from lrm4d_core.validate import ImplausibleInput, check_pose
 
 from .convert import (
     ConversionError,
@@ -33,7 +34,7 @@ from .convert import (
 )
 from .msgdefs import MessageFactory
 from .params import NodeParams, forecast_topic_suffix
-from .tf import MAX_TRANSLATION_M, Extrapolation, LinkMissing, TfLookupError
+from .tf import Extrapolation, LinkMissing, TfLookupError
 
 __all__ = ["FrameDropped", "FrameAssembler", "OutputEncoder", "Diagnostics", "RateLimitedLog", "NODE_NAME"]
 
@@ -120,13 +121,10 @@ class FrameAssembler:
             raise FrameDropped("tf_extrapolation", f"{camera}: {err}") from err
         except TfLookupError as err:
             raise FrameDropped("tf_error", f"{camera}: {err}") from err
-        if not np.isfinite(pose).all():
-            raise FrameDropped("tf_nonfinite", f"{camera}: non-finite transform {self.params.fixed_frame} <- {optical_frame}")
-        if np.abs(pose[:3, 3]).max() > MAX_TRANSLATION_M:
-            raise FrameDropped("tf_absurd", f"{camera}: transform {self.params.fixed_frame} <- {optical_frame} puts the camera "
-                                            f"at {pose[:3, 3].tolist()} (beyond {MAX_TRANSLATION_M:g} m): a broken pose, not a place")
-        if np.abs(pose[:3, :3] @ pose[:3, :3].T - np.eye(3)).max() > 1e-3:
-            raise FrameDropped("tf_absurd", f"{camera}: transform {self.params.fixed_frame} <- {optical_frame} has no rotation matrix")
+        try:
+            check_pose(pose, f"transform {self.params.fixed_frame} <- {optical_frame}")
+        except ImplausibleInput as err:
+            raise FrameDropped("tf_absurd", f"{camera}: {err}") from None
         return Frame(camera, stamp, rgb, np.asarray(K, dtype=np.float64), pose)
 
 

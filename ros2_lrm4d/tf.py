@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from lrm4d_core.validate import MAX_TRANSLATION_M
+
 from .convert import stamp_to_ns
 
 __all__ = ["TfLookupError", "LinkMissing", "Extrapolation", "TfBuffer", "Tf2Lookup",
@@ -75,8 +77,6 @@ class InvalidTransform(ValueError):
         self.reason = reason
 
 
-MAX_TRANSLATION_M = 1e6
-"""Translations beyond this (1000 km) are rejected as broken, not stored (1e300 would overflow later)."""
 
 
 def _transform_pose(transform: Any) -> np.ndarray:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import grpc
@@ -582,3 +583,120 @@ def test_listens_only_on_the_configured_address(checkpoint):
     finally:
         s.stop(grace_s=0.5)
     assert new == {("127.0.0.1", s.port)}, new
+
+
+# ------------------------------------------------------------------------------------------ hostile input
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height (IHDR patched, CRC recomputed)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    """Peak resident memory of a process (Linux /proc), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to read the server's peak memory")
+def test_hostile_requests_cost_the_server_no_memory(checkpoint, tmp_path):
+    """Two 12000x12000 PNGs in 2 kB: refused from their headers (INVALID_ARGUMENT), not decoded
+    (9 GB before); a 40 MB body without a token: refused on its metadata, not buffered."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    proc = _start_server_process(checkpoint, token_file, port, tmp_path / "port")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
+        stub = pb_grpc.ReconstructorStub(channel)
+        md = (("authorization", f"Bearer {TOKEN}"),)
+        stub.Health(pb.HealthRequest(), timeout=10, metadata=md)
+        before = _vm_hwm_mb(proc.pid)
+        bomb = pb.Image(data=_png_claiming(12000, 12000), encoding=pb.Image.PNG, width=12000, height=12000)
+        K = [9000.0, 0, 6000, 0, 9000, 6000, 0, 0, 1]
+        views = [pb.View(image=bomb, K=K, cam_to_world=np.eye(4).reshape(-1).tolist(), time_s=float(i)) for i in range(2)]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Reconstruct(pb.ReconstructRequest(views=views), timeout=30, metadata=md)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max-image-mp" in info.value.details()
+        big = pb.ReconstructRequest(views=[pb.View(image=pb.Image(data=b"\0" * (40 << 20), width=4096, height=3414))])
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Reconstruct(big, timeout=30, metadata=(("authorization", "Bearer wrong"),))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        grown = _vm_hwm_mb(proc.pid) - before
+        assert grown < 30, f"the server's peak memory grew by {grown:.0f} MB"
+        channel.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_garbage_and_implausible_cameras_are_invalid_argument_with_one_log_line(server, caplog):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    md = (("authorization", f"Bearer {TOKEN}"),)
+    raw = channel.unary_unary("/lrm4d.v1.Reconstructor/Reconstruct", request_serializer=None, response_deserializer=None)
+    with caplog.at_level("WARNING", logger="lrm4d.serve"):
+        with pytest.raises(grpc.RpcError) as info:
+            raw(b"\xff\x00not a protobuf \x12\x80", timeout=10, metadata=md)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "malformed" in info.value.details()
+        stub = pb_grpc.ReconstructorStub(channel)
+        img = encode_image(np.zeros((8, 8, 3), np.uint8))
+        K = [10, 0, 4, 0, 10, 4, 0, 0, 1]
+        for pose, words in (([0.0] * 16, "last row"), ((np.eye(4) * [1, 1, 1, 1]).reshape(-1).tolist()[:3] + [1e300] + np.eye(4).reshape(-1).tolist()[4:], "translation"),
+                            ([0.0] * 15 + [1.0], "not a rotation")):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Reconstruct(pb.ReconstructRequest(views=[pb.View(image=img, K=K, cam_to_world=pose)]), timeout=10, metadata=md)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in info.value.details(), info.value.details()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Reconstruct(pb.ReconstructRequest(views=[pb.View(image=img, K=[1e-300, 0, 4, 0, 1e-300, 4, 0, 0, 1],
+                                                                  cam_to_world=np.eye(4).reshape(-1).tolist())]), timeout=10, metadata=md)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "absurd" in info.value.details()
+    channel.close()
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback logged for bad input
+    assert server.invalid_requests >= 5
+
+
+def test_offline_backend_waits_out_the_breaker_so_a_short_outage_costs_only_its_windows():
+    """Replay runs faster than real time: an open breaker on the wall clock used to refuse every
+    window the replay reached before it closed. Offline, the call waits for the probe instead."""
+    now = [0.0]
+    backend = RemoteBackend("127.0.0.1:1", None, timeout_s=1.0, retries=0, breaker_failures=1, breaker_open_s=5.0,
+                            connect_info=False, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
+                            wait_while_open_s=20.0)
+    calls = []
+
+    def fake_call(request, attempts):
+        calls.append(now[0])
+        if len(calls) == 1:  # the outage: one failed call
+            raise BackendUnavailable("down", "UNAVAILABLE")
+        return "response"
+
+    backend._call = fake_call
+    backend.encode_request = lambda *a: "request"
+    backend.decode_response = lambda response, cameras, times: types.SimpleNamespace(timings={})
+    with pytest.raises(BackendUnavailable):
+        backend.reconstruct([], None, np.zeros(0), None)  # the window inside the outage is lost
+    assert backend.breaker.state == "open"
+    backend.reconstruct([], None, np.zeros(0), None)  # the next one waits 5 s (simulated) and succeeds
+    assert calls == [0.0, 5.0] and backend.counters["waited_for_breaker"] >= 1 and backend.counters["short_circuited"] == 0
+    live = RemoteBackend("127.0.0.1:1", None, retries=0, breaker_failures=1, connect_info=False)
+    live._call = lambda request, attempts: (_ for _ in ()).throw(BackendUnavailable("down", "UNAVAILABLE"))
+    live.encode_request = lambda *a: "request"
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable):
+            live.reconstruct([], None, np.zeros(0), None)
+    assert live.counters["short_circuited"] == 2  # a live node refuses at once
+    backend.close()
+    live.close()

@@ -172,6 +172,11 @@ class RemoteBackend:
             scheme (dns:, ipv4:, ipv6:), else gRPC's default (pick_first). Round robin skips
             replicas whose connection is down.
         connect_info: ask the server for its model id and limits now (short deadline; failure is fine).
+        wait_while_open_s: offline use (bag replay, which runs faster than real time): while the
+            breaker is open, wait for its probe instead of refusing at once, up to this many seconds
+            per call (0: refuse at once, what a live node needs). A short outage then costs only the
+            windows whose calls failed during it, not every window the replay reaches before the
+            breaker's wall-clock timer ends.
     """
 
     def __init__(
@@ -199,6 +204,8 @@ class RemoteBackend:
         reconnect_max_s: float = 2.0,
         connect_info: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        wait_while_open_s: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if image_encoding not in ENCODINGS:
             raise ValueError(f"image_encoding must be one of {sorted(ENCODINGS)}, got {image_encoding!r}")
@@ -212,6 +219,7 @@ class RemoteBackend:
         self.fallback = fallback
         self.device = device
         self.breaker = CircuitBreaker(breaker_failures, breaker_open_s, clock)
+        self.wait_while_open_s, self._sleep, self._clock = float(wait_while_open_s), sleep, clock
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -299,7 +307,13 @@ class RemoteBackend:
     def reconstruct(self, images: Sequence[np.ndarray], cameras: Cameras, times: np.ndarray,
                     scene: SceneNormalization | None) -> Reconstruction:
         self._count("calls")
-        if not self.breaker.allow():
+        allowed = self.breaker.allow()
+        deadline = self._clock() + self.wait_while_open_s
+        while not allowed and self._clock() < deadline:  # offline: wait for the probe instead of refusing
+            self._count("waited_for_breaker")
+            self._sleep(max(0.01, min(self.breaker.retry_in(), deadline - self._clock())))
+            allowed = self.breaker.allow()
+        if not allowed:
             self._count("short_circuited")
             err = BackendUnavailable(f"remote {self.address}: circuit open ({self.last_error})", "BREAKER_OPEN")
             return self._fallback_or_raise(err, images, cameras, times, scene)

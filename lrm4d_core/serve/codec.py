@@ -100,35 +100,50 @@ def decode_image(msg: pb.Image) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- views
-def view_arrays(views: Sequence[pb.View]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Views -> (images, K [V, 3, 3], cam_to_world [V, 4, 4], times [V]) as float64, validated."""
+def view_arrays(views: Sequence[pb.View], max_image_pixels: int | None = None,
+                max_request_pixels: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Views -> (images, K [V, 3, 3], cam_to_world [V, 4, 4], times [V]) as float64, validated.
+
+    Every view's declared size is checked against `max_image_pixels`, and their sum against
+    `max_request_pixels`, before any image is decoded (a few hundred kB of PNG can claim gigabytes
+    of pixels); poses must be rigid transforms within reach and intrinsics plausible
+    (`lrm4d_core.validate`)."""
+    from lrm4d_core.validate import ImplausibleInput, check_intrinsics, check_pixels, check_pose
+
     if not views:
         raise WireError("a request needs at least one view")
-    images, Ks, poses, times = [], [], [], []
     size = None
-    for i, v in enumerate(views):
+    total = 0
+    for i, v in enumerate(views):  # everything but the pixels first
         if len(v.K) != 9 or len(v.cam_to_world) != 16:
             raise WireError(f"view {i}: K needs 9 values and cam_to_world 16, got {len(v.K)} and {len(v.cam_to_world)}")
-        K = np.asarray(v.K, dtype=np.float64).reshape(3, 3)
-        pose = np.asarray(v.cam_to_world, dtype=np.float64).reshape(4, 4)
-        if not (np.isfinite(K).all() and np.isfinite(pose).all() and math.isfinite(v.time_s)):
-            raise WireError(f"view {i}: K, cam_to_world and time_s must be finite")
-        if not (K[0, 0] > 0 and K[1, 1] > 0):
-            raise WireError(f"view {i}: focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
         this = (int(v.image.width), int(v.image.height))
         if size is None:
             size = this
         elif this != size:
             raise WireError(f"all views of a request must share one image size: view 0 is {size[0]}x{size[1]}, "
                             f"view {i} is {this[0]}x{this[1]}")
+        if not math.isfinite(v.time_s):
+            raise WireError(f"view {i}: time_s must be finite")
+        try:
+            check_pixels(*this, max_image_pixels, f"view {i}: image", setting="the server's --max-image-mp")
+            check_pose(np.asarray(v.cam_to_world, dtype=np.float64).reshape(4, 4), f"view {i}: cam_to_world")
+            check_intrinsics(np.asarray(v.K, dtype=np.float64).reshape(3, 3), *this, f"view {i}: K")
+        except ImplausibleInput as err:
+            raise WireError(str(err)) from None
+        total += this[0] * this[1]
+    if max_request_pixels is not None and total > max_request_pixels:
+        raise WireError(f"the request's {len(views)} images hold {total / 1e6:.1f} MP, above the limit of "
+                        f"{max_request_pixels / 1e6:.1f} MP per request (the server's --max-request-mp)")
+    images = []
+    for i, v in enumerate(views):
         try:
             images.append(decode_image(v.image))
         except WireError as err:
             raise WireError(f"view {i}: {err}") from err
-        Ks.append(K)
-        poses.append(pose)
-        times.append(float(v.time_s))
-    return images, np.stack(Ks), np.stack(poses), np.asarray(times, dtype=np.float64)
+    K = np.stack([np.asarray(v.K, dtype=np.float64).reshape(3, 3) for v in views])
+    poses = np.stack([np.asarray(v.cam_to_world, dtype=np.float64).reshape(4, 4) for v in views])
+    return images, K, poses, np.asarray([float(v.time_s) for v in views], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------- gaussians

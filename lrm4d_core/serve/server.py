@@ -12,6 +12,10 @@
   say so). --port 0 picks a free port; the bound one is logged (and written to --port-file).
 - Messages larger than --max-message-mb are rejected by gRPC in both directions
   (RESOURCE_EXHAUSTED); the client checks the limit before sending (it reads it from ServerInfo).
+  Images are checked against --max-image-mp and all images of a request against --max-request-mp
+  from their headers, before anything is decoded. Invalid requests (malformed protobuf, implausible
+  poses or intrinsics, too many pixels) get INVALID_ARGUMENT and one rate-limited log line.
+- Unauthenticated calls are refused on their metadata, before their body is read.
 - One model per device (--devices; default every CUDA device, else the CPU) and dynamic batching
   of concurrent requests (--max-batch, --max-delay-ms): see `engine.py`.
 - SIGTERM / SIGINT: Health turns NOT_SERVING, new calls are refused, in-flight calls finish
@@ -65,7 +69,9 @@ class ServeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
-    max_message_mb: float = 256.0
+    max_message_mb: float = 64.0
+    max_image_mp: float = 8.4
+    max_request_mp: float = 64.0
     max_batch: int = 8
     max_delay_ms: float = 5.0
     max_views: int = 64
@@ -88,6 +94,8 @@ class ServeConfig:
             problems.append(f"port must be 0..65535, got {self.port}")
         if self.max_message_mb <= 0 or self.max_batch < 1 or self.max_delay_ms < 0 or self.max_views < 1 or self.threads < 1:
             problems.append("need max_message_mb > 0, max_batch >= 1, max_delay_ms >= 0, max_views >= 1, threads >= 1")
+        if not (self.max_image_mp > 0 and self.max_request_mp > 0):
+            problems.append("need max_image_mp > 0 and max_request_mp > 0")
         if problems:
             raise ValueError("invalid server settings: " + "; ".join(problems))
 
@@ -112,33 +120,47 @@ def read_token(path: str | os.PathLike) -> str:
     return token
 
 
+class _RateLimited:
+    """At most one log line per 5 s, with the count of lines suppressed in between."""
+
+    def __init__(self, logger: Any, period_s: float = 5.0) -> None:
+        self.logger, self.period_s = logger, period_s
+        self._last, self._suppressed = -1e18, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.period_s:
+                self._suppressed += 1
+                return
+            extra = f" ({self._suppressed} more suppressed)" if self._suppressed else ""
+            self._last, self._suppressed = now, 0
+        self.logger(text + extra)
+
+
 # ------------------------------------------------------------------------------------------ auth
 class _TokenInterceptor(grpc.ServerInterceptor):
     """Rejects every call whose `authorization` metadata is not `Bearer <token>` (constant time)."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
-        self._last_log = 0.0
-        self._suppressed = 0
+        self._log = _RateLimited(log.warning)
         self._lock = threading.Lock()
         self.rejected = 0
 
-        def deny(request: Any, context: grpc.ServicerContext) -> None:
+        def deny(requests: Any, context: grpc.ServicerContext) -> None:
+            # a stream handler that never iterates `requests`: the call is refused on its metadata,
+            # before its body is received, so an unauthenticated peer cannot make us buffer it
             self._log_rejection(context.peer())
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata 'authorization: Bearer <token>')")
 
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny = grpc.stream_unary_rpc_method_handler(deny)
 
     def _log_rejection(self, peer: str) -> None:
         with self._lock:
             self.rejected += 1
-            now = time.monotonic()
-            if now - self._last_log < 5.0:
-                self._suppressed += 1
-                return
-            extra = f" ({self._suppressed} more suppressed)" if self._suppressed else ""
-            self._last_log, self._suppressed = now, 0
-        log.warning("rejected a call from %s: missing or wrong bearer token%s", peer, extra)
+        self._log(f"rejected a call from {peer}: missing or wrong bearer token")
 
     def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201
         got = ""
@@ -156,11 +178,19 @@ class _Servicer(pb_grpc.ReconstructorServicer):
     def __init__(self, server: Server) -> None:
         self.s = server
 
-    def Reconstruct(self, request: pb.ReconstructRequest, context: grpc.ServicerContext) -> pb.ReconstructResponse:
+    def Reconstruct(self, raw: bytes, context: grpc.ServicerContext) -> pb.ReconstructResponse:
+        from google.protobuf.message import DecodeError
+
         from .codec import WireError, scene_from_proto, scene_to_proto, time_to_proto, view_arrays
         from .engine import WorkItem
 
         s = self.s
+        request = pb.ReconstructRequest()
+        try:  # parsed here, not by grpc, so that garbage is INVALID_ARGUMENT with one log line
+            request.ParseFromString(raw)
+        except DecodeError as err:
+            s.log_invalid(context.peer(), f"malformed ReconstructRequest ({len(raw)} bytes): {err}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ReconstructRequest: {err}")
         t0 = time.perf_counter()
         with s._count_in_flight():
             if s.stopping:
@@ -170,13 +200,15 @@ class _Servicer(pb_grpc.ReconstructorServicer):
                               f"{len(request.views)} views, this server takes at most {s.config.max_views}")
             try:
                 with s.engine.arrival():
-                    images, K, c2w, times = view_arrays(request.views)
+                    images, K, c2w, times = view_arrays(request.views, int(s.config.max_image_mp * 1e6),
+                                                        int(s.config.max_request_mp * 1e6))
                     scene = scene_from_proto(request.scene) if request.HasField("scene") else None
                     item = WorkItem(images, K, c2w, times, scene, is_active=context.is_active,
                                     request_id=request.request_id)
                     decode_s = time.perf_counter() - t0
                     future = s.engine.submit(item)
             except WireError as err:
+                s.log_invalid(context.peer(), f"request {request.request_id!r}: {err}")
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             except RuntimeError as err:  # queue closed: shutting down
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
@@ -189,6 +221,7 @@ class _Servicer(pb_grpc.ReconstructorServicer):
             except futures.CancelledError:
                 context.abort(grpc.StatusCode.CANCELLED, "cancelled")
             except ValueError as err:
+                s.log_invalid(context.peer(), f"request {request.request_id!r}: {err}")
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(err).__name__}: {err}")
             except Exception as err:  # noqa: BLE001
                 log.exception("request %r failed", request.request_id)
@@ -263,7 +296,26 @@ class Server:
             futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="lrm4d-rpc"),
             interceptors=interceptors, options=options, maximum_concurrent_rpcs=4 * config.threads,
         )
-        pb_grpc.add_ReconstructorServicer_to_server(_Servicer(self), self._grpc)
+        servicer = _Servicer(self)
+        self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("lrm4d.v1.Reconstructor", {
+            # Reconstruct takes raw bytes and parses them itself (malformed input: INVALID_ARGUMENT)
+            "Reconstruct": grpc.unary_unary_rpc_method_handler(
+                servicer.Reconstruct, response_serializer=pb.ReconstructResponse.SerializeToString),
+            "Health": grpc.unary_unary_rpc_method_handler(
+                servicer.Health, request_deserializer=pb.HealthRequest.FromString,
+                response_serializer=pb.HealthResponse.SerializeToString),
+            "ServerInfo": grpc.unary_unary_rpc_method_handler(
+                servicer.ServerInfo, request_deserializer=pb.ServerInfoRequest.FromString,
+                response_serializer=pb.ServerInfoResponse.SerializeToString),
+        }),))
+        self.invalid_requests = 0
+        self._invalid_log = _RateLimited(log.warning)
+
+    def log_invalid(self, peer: str, text: str) -> None:
+        """One rate-limited line per invalid request (never a traceback), and a counter."""
+        with self._lock:
+            self.invalid_requests += 1
+        self._invalid_log(f"invalid request from {peer}: {text}")
 
     def _count_in_flight(self):  # noqa: ANN202
         server = self
@@ -326,7 +378,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
     parser.add_argument("--devices", default="auto",
                         help="comma-separated devices, one model each (cuda:0,cuda:1 or cpu); auto = every CUDA device, else cpu")
-    parser.add_argument("--max-message-mb", type=float, default=256.0, help="largest request/response message (default: %(default)s)")
+    parser.add_argument("--max-message-mb", type=float, default=64.0, help="largest request/response message (default: %(default)s)")
+    parser.add_argument("--max-image-mp", type=float, default=8.4,
+                        help="largest image of a request in megapixels, checked before decoding (default: %(default)s)")
+    parser.add_argument("--max-request-mp", type=float, default=64.0,
+                        help="most pixels of all images of one request in megapixels, checked before decoding (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=8, help="most requests per forward pass (default: %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=5.0,
                         help="longest a request waits for others to batch with (default: %(default)s)")
@@ -359,6 +415,7 @@ def main(args: argparse.Namespace) -> int:
         config = ServeConfig(
             host=args.host, port=args.port, token=token, allow_no_auth=args.no_auth, tls_cert=args.tls_cert,
             tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, max_message_mb=args.max_message_mb,
+            max_image_mp=args.max_image_mp, max_request_mp=args.max_request_mp,
             max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_views=args.max_views,
             threads=args.threads, grace_s=args.grace_s,
         )
