@@ -74,7 +74,10 @@ class WindowConfig:
             'all' takes every camera of every step, 'latest' fills the budget from the newest step back.
         jump_back_s: a step older than the newest by more than this is a backwards time jump (a looping
             bag or a restarted clock): the window resets. Must be >= duration_s, so that a frame that is
-            merely late is dropped as late rather than taken for a jump.
+            merely late is dropped as late rather than taken for a jump. A clock that steps back by
+            less than this but by more than the window (before the window's start) also resets the
+            window, on the second such step in a row: one straggling frame is late, two in a row
+            are a clock that went back (a short bag looping, whatever its length).
         min_steps: do not emit before this many time steps are buffered.
     """
 
@@ -109,7 +112,8 @@ class _Step:
 class WindowBuffer:
     """Sliding window of time steps; `add_step()` returns a Window when one is due.
 
-    Counters (`counters`): steps, frames, late_dropped, duplicate_dropped, time_jump_resets, windows.
+    Counters (`counters`): steps, frames, late_dropped, duplicate_dropped, out_of_order (steps inserted
+    before the newest), time_jump_resets, windows.
     """
 
     def __init__(self, config: WindowConfig, camera_order: Sequence[str] | None = None) -> None:
@@ -118,6 +122,7 @@ class WindowBuffer:
         self._steps: list[_Step] = []
         self._next_index = 0
         self._last_emit_ns: int | None = None
+        self._behind_streak = 0  # consecutive steps older than the window's start
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ input
@@ -130,14 +135,18 @@ class WindowBuffer:
             return None
         stamp = max(f.stamp_ns for f in frames)
         newest = self._steps[-1].stamp_ns if self._steps else None
-        if newest is not None and newest - stamp > self.config.jump_back_s * NS:
+        back = newest is not None and (newest - stamp > self.config.jump_back_s * NS or (
+            stamp < self._oldest_allowed(newest) and self._behind_streak >= 1))
+        if back:
             log.warning("time jumped back by %.3f s: resetting the window", (newest - stamp) / NS)
             self.reset()
             self.counters["time_jump_resets"] += 1
             newest = None
         if newest is not None and stamp < self._oldest_allowed(newest):
             self.counters["late_dropped"] += len(frames)
+            self._behind_streak += 1
             return None
+        self._behind_streak = 0
         for f in frames:
             if f.camera not in self._camera_order:
                 self._camera_order.append(f.camera)
@@ -152,6 +161,7 @@ class WindowBuffer:
     def reset(self) -> None:
         self._steps.clear()
         self._last_emit_ns = None
+        self._behind_streak = 0
 
     # ------------------------------------------------------------------ internals
     def _oldest_allowed(self, newest_ns: int) -> int:

@@ -207,3 +207,58 @@ def test_interrupted_replay_leaves_a_closed_readable_bag(clean, backend, tmp_pat
     monkeypatch.setattr(pipeline.Reconstructor, "process", real)
     summary = replay(clean.path, tmp_path / "out", params(), backend, progress=False, overwrite=True)
     assert summary.windows >= 3 and len(decoded(tmp_path / "out")["/lrm4d/gaussians"]) == summary.windows
+
+
+def test_non_finite_reconstructions_are_never_published(clean, backend, tmp_path):
+    """A backend whose output holds NaN and inf Gaussians: they are dropped before any message is
+    written and counted (pipeline/nonfinite_gaussians); every published float is finite."""
+    class Poisoned:
+        model_id = "poisoned"
+
+        def reconstruct(self, images, cameras, times, scene):
+            rec = backend.reconstruct(images, cameras, times, scene)
+            g = rec.gaussians_model
+            means = g.means.clone()
+            means[::7, 0] = float("nan")
+            means[1::7, 1] = float("inf")
+            return type(rec)(type(g)(means, g.scales, g.q_left, g.q_right, g.opacities, g.colors), rec.scene, rec.time,
+                             rec.model_cameras, rec.model_times, rec.timings, rec.environment, rec.background)
+
+    summary = replay(clean.path, tmp_path / "out", params(publish_gaussians_4d=True), Poisoned(), progress=False)
+    out = decoded(tmp_path / "out")
+    assert summary.windows >= 3 and all_finite(tmp_path / "out")
+    for msg in out["/lrm4d/gaussians_4d"]:
+        assert np.isfinite(np.frombuffer(bytes(msg.data), "<f4")).all()
+    values = {kv.key: kv.value for kv in out["/diagnostics"][-1].status[0].values}
+    assert int(values["pipeline/nonfinite_gaussians"]) > 0
+
+
+def test_frame_assembler_rejects_broken_poses_from_any_tf_source():
+    """The live node gets poses from tf2, which accepts 1e300: the frame assembly rejects them."""
+    from ros2_lrm4d.msgdefs import RosbagsFactory
+    from ros2_lrm4d.shell import FrameAssembler, FrameDropped
+    from ros2_lrm4d.shell import camera_info_msg
+
+    f = RosbagsFactory(make_typestore())
+    asm = FrameAssembler(params(cameras=("front",)))
+    K = np.array([[20.0, 0, 16], [0, 20.0, 12], [0, 0, 1]])
+    asm.update_camera_info("front", camera_info_msg(f, "cam", 0, K, 32, 24))
+    image = f.make("sensor_msgs/msg/Image", header=f.header("cam", 0), height=24, width=32, encoding="rgb8",
+                   is_bigendian=0, step=96, data=np.zeros(24 * 96, np.uint8))
+    for pose, reason in ((np.diag([1.0, 1, 1, 1]) + np.pad(np.array([[1e300], [0], [0]]), ((0, 1), (3, 0))), "tf_absurd"),
+                         (np.zeros((4, 4)) + np.eye(4) * [0, 0, 0, 1], "tf_absurd"),
+                         (np.full((4, 4), np.nan), "tf_absurd")):
+        with pytest.raises(FrameDropped) as info:
+            asm.make_frame("front", image, lambda *a, p=pose: p)
+        assert info.value.reason == reason
+    frame = asm.make_frame("front", image, lambda *a: np.eye(4))
+    assert frame.image.shape == (24, 32, 3)
+
+
+def test_cli_errors_are_one_line_unless_debug(tmp_path, capsys):
+    missing = str(tmp_path / "nope.yaml")
+    assert cli.main(["train", "--config", missing]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "nope.yaml" in err and "--debug" in err
+    with pytest.raises(FileNotFoundError):
+        cli.main(["--debug", "train", "--config", missing])

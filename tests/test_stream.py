@@ -112,3 +112,16 @@ def test_config_validation():
     buf = WindowBuffer(WindowConfig(duration_s=None, max_steps=3, update_period_s=0.0, min_steps=1, max_views=99), CAMS)
     w = feed(buf, [0, 1, 2, 3, 4])[-1]
     assert len({f.stamp_ns for f in w.frames}) == 3
+
+
+def test_a_short_loop_resets_the_window_whatever_jump_back_s_says():
+    """A 4.8 s bag looping jumps back 4.7 s, less than jump_back_s (5 s) but more than the 2 s
+    window: one straggling step is dropped as late, the second in a row resets the window, and
+    windows keep coming (they used to stop: every later frame was late or a duplicate)."""
+    buf = WindowBuffer(WindowConfig(duration_s=2.0, update_period_s=0.5, min_steps=2, jump_back_s=5.0), CAMS)
+    first = feed(buf, np.arange(0.0, 4.8, 0.1))
+    straggler = buf.add_step(step(2.5))  # one late group: late, not a jump
+    assert straggler is None and buf.counters["late_dropped"] == 3 and buf.counters["time_jump_resets"] == 0
+    second = feed(buf, np.arange(0.1, 4.8, 0.1))  # the loop: stamps start again 4.7 s back
+    assert buf.counters["time_jump_resets"] == 1
+    assert len(second) >= len(first) - 2 and second[-1].end_ns == int(round(4.7 * NS))

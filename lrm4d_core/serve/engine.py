@@ -285,9 +285,18 @@ def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tup
         times = torch.stack([p["times"] for p in prepared])
         scales = torch.tensor([p["scene"].scale for p in prepared], dtype=torch.float32)
         out = model(pixels, [p["cams"] for p in prepared], times, world_scale=scales, with_environment=True)
-        channels = out.gaussians.to_channels().clamp(-65504.0, 65504.0).to(torch.float16).cpu().numpy()
+        channels = out.gaussians.to_channels()
+        finite = torch.isfinite(channels).all(-1)  # [B, N]: a non-finite Gaussian is never sent
+        channels = channels.clamp(-65504.0, 65504.0).to(torch.float16).cpu().numpy()
+        finite = finite.cpu().numpy()
         env = out.environment.coefficients.float().cpu().reshape(len(prepared), -1) if out.environment is not None else None
     forward_s = time.perf_counter() - t0
+    if not finite.all():
+        log.warning("dropped %d non-finite Gaussians from the model's output", int((~finite).sum()))
     # little-endian float16 bytes, as codec.pack_gaussians (not imported: the engine needs no protobuf)
-    return [(channels[b].astype("<f2", copy=False).tobytes(), int(channels.shape[1]), forward_s,
-             env[b].tolist() if env is not None else None) for b in range(len(prepared))]
+    out_list = []
+    for b in range(len(prepared)):
+        rows = channels[b][finite[b]]
+        out_list.append((rows.astype("<f2", copy=False).tobytes(), int(rows.shape[0]), forward_s,
+                         env[b].tolist() if env is not None and np.isfinite(env[b].numpy()).all() else None))
+    return out_list
