@@ -10,7 +10,8 @@ Reads rosbag2 (mcap or sqlite3) with rosbags, in bag order, and emulates what th
 - then the same `WindowBuffer` -> `Reconstructor` -> `OutputEncoder` as the node, in bag time.
 
 Writes an mcap rosbag2 with the node's output topics under /lrm4d/ (and /tf, /tf_static copied so
-the output bag plays back in RViz on its own). Bad input never stops the replay: every problem is a
+the output bag plays back in RViz on its own), every chunk with its CRC (`bag_crc`); an input
+bag's chunk CRCs are verified, and a damaged chunk ends the reading there, said in the summary. Bad input never stops the replay: every problem is a
 counter in the summary and in /diagnostics, with a rate-limited log line.
 """
 
@@ -30,6 +31,7 @@ from typing import Any, Callable, Iterator
 from lrm4d_core.pipeline import Backend, Products, Reconstructor
 from lrm4d_core.stream import Frame, WindowBuffer
 
+from .bag_crc import add_chunk_crcs
 from .msgdefs import RosbagsFactory, make_typestore
 from .params import NodeParams, load_params_file
 from .shell import NODE_NAME, Diagnostics, FrameAssembler, FrameDropped, OutputEncoder, RateLimitedLog
@@ -145,7 +147,7 @@ class _BagSource:
 
         with open(self.mcap, "rb") as f:
             try:
-                yield from StreamReader(f, skip_magic=False).records
+                yield from StreamReader(f, skip_magic=False, validate_crcs=True).records
             except Exception as err:  # noqa: BLE001 - the damage: end of the readable part
                 self.summary.truncated = True
                 self.warn("truncated", f"{self.mcap}: stream ends in damage ({type(err).__name__}); stopped there")
@@ -369,6 +371,7 @@ def replay(
                 log.error("could not write the final diagnostics: %s", err)
             try:
                 writer.close()
+                add_chunk_crcs(out_bag)  # readers can then verify every chunk
             except Exception as err:  # noqa: BLE001
                 summary.stopped += f"; the output bag could not be closed ({type(err).__name__}: {err})"
                 log.error("could not close %s: %s", out_bag, err)

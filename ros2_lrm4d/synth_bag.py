@@ -680,6 +680,10 @@ def write_synthetic_bag(
                 bar.update(1)
             emit(batch)
     storage_file = next(p for p in out.iterdir() if p.suffix in (".mcap", ".db3"))
+    if storage == "mcap":  # chunk CRCs, as `ros2 bag record` writes them
+        from .bag_crc import add_chunk_crcs
+
+        add_chunk_crcs(out)
 
     # ------------------------------------------------------------------ ground truth extras
     def cat(key, dtype, width_=None):
