@@ -275,6 +275,27 @@ class Gaussians4D:
         )
 
     @staticmethod
+    def from_motion(
+        means: Tensor, scale_xyz: Tensor, scale_t: Tensor, velocity: Tensor, opacities: Tensor, colors: Tensor
+    ) -> Gaussians4D:
+        """Isotropic-in-space Gaussians that move at `velocity`: means [N, 4] (x, y, z, t), spatial
+        standard deviation scale_xyz [N], temporal scale_t [N], velocity [N, 3] (space units per
+        time unit). Sliced at any t they are round with scale_xyz and centred at
+        means[:3] + velocity (t - means[3]). Built as the factor A = [[s I, v s_t], [0, s_t]]
+        (Sigma4 = A A^T), re-factored by SVD into the SPEC's R4 S (float64)."""
+        n = means.shape[0]
+        a = torch.zeros(n, 4, 4, dtype=torch.float64, device=means.device)
+        a[:, [0, 1, 2], [0, 1, 2]] = scale_xyz.double()[:, None]
+        a[:, :3, 3] = velocity.double() * scale_t.double()[:, None]
+        a[:, 3, 3] = scale_t.double()
+        u, sv, _ = torch.linalg.svd(a)
+        flip = torch.linalg.det(u) < 0
+        u = torch.cat([torch.where(flip[:, None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
+        q_left, q_right = factor_rotation_4d(u)
+        dtype = means.dtype
+        return Gaussians4D(means, sv.to(dtype), q_left.to(dtype), q_right.to(dtype), opacities, colors)
+
+    @staticmethod
     def from_channels(channels: Tensor) -> Gaussians4D:
         """Inverse of `to_channels()`: [..., N, 20] activated values in `CHANNEL_LAYOUT` order."""
         xyz, t, rgb, s_xyz, s_t, q_l, q_r, opacity = channels.split([n for _, n in CHANNEL_LAYOUT], dim=-1)

@@ -41,6 +41,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+DEPTH_MIN_ALPHA = 0.5
+"""Predicted depth is NaN where the accumulated opacity is below this: a mostly transparent pixel's
+expected depth is an average over fog, not the distance to a surface."""
+
 
 @dataclass(frozen=True)
 class VirtualCamera:
@@ -84,6 +88,8 @@ class PipelineConfig:
             (stored in its checkpoint), so that predicted views look like its training images.
         scene_center, scene_scale: a fixed scene normalization (fixed frame -> model box); None lets
             the backend estimate one per window from the camera poses.
+        dynamic_speed_threshold: Gaussians of the window-end cloud faster than this (m/s) are the
+            moving part (`Products.dynamic`, `Products.objects`; `lrm4d_core.motion`).
     """
 
     forecast_horizons_s: tuple[float, ...] = (0.5,)
@@ -95,6 +101,7 @@ class PipelineConfig:
     background: tuple[float, float, float] | None = None
     scene_center: tuple[float, float, float] | None = None
     scene_scale: float | None = None
+    dynamic_speed_threshold: float = 0.3
 
     def __post_init__(self) -> None:
         if self.max_points < 1:
@@ -122,6 +129,8 @@ class RenderedView:
     image: np.ndarray  # HxWx3 uint8
     K: np.ndarray  # 3x3 for image
     cam_to_world: np.ndarray  # 4x4 in the fixed frame
+    depth: np.ndarray | None = None  # HxW float32 z-depth (metres along the optical axis), NaN where the
+    #                                  accumulated opacity is below DEPTH_MIN_ALPHA (nothing solid renders)
 
 
 @dataclass
@@ -141,6 +150,21 @@ class Products:
     max_points: int
     timings: dict[str, float] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    dynamic_speed_threshold: float = 0.3
+
+    @cached_property
+    def dynamic(self) -> Gaussians3D:
+        """The moving part of `cloud`: speed above `dynamic_speed_threshold` (m/s)."""
+        from .motion import moving
+
+        return moving(self.cloud, self.dynamic_speed_threshold)
+
+    @cached_property
+    def objects(self) -> list:
+        """`dynamic` grouped into moving objects (`motion.moving_objects`), heaviest first."""
+        from .motion import moving_objects
+
+        return moving_objects(self.dynamic)
 
     @cached_property
     def gaussians4d(self) -> Gaussians4D:
@@ -247,7 +271,8 @@ class Reconstructor:
         timings["render"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         self.counters["windows"] += 1
-        return Products(window, rec, cloud, forecasts, renders, cfg.max_points, timings, dict(self.counters))
+        return Products(window, rec, cloud, forecasts, renders, cfg.max_points, timings, dict(self.counters),
+                        cfg.dynamic_speed_threshold)
 
     def _bounded(self, cloud: Gaussians3D) -> Gaussians3D:
         finite = cloud.finite_mask()
@@ -288,5 +313,7 @@ class Reconstructor:
             cloud = rec.forecast(t, 0.0, inference_filter=cfg.inference_filter)
             out = rasterize_over(rec, cloud, cams, background)
             image = (torch.nan_to_num(out.color[0], nan=0.0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-            renders.append(RenderedView(name, source, t, image, cams.K[0].numpy(), cams.cam_to_world[0].numpy()))
+            depth = torch.where(out.alpha[0, ..., 0] >= DEPTH_MIN_ALPHA, out.depth[0, ..., 0], torch.nan)
+            depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.nan).float().cpu().numpy()
+            renders.append(RenderedView(name, source, t, image, cams.K[0].numpy(), cams.cam_to_world[0].numpy(), depth))
         return renders

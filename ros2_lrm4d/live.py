@@ -27,7 +27,7 @@ from .params import NodeParams
 from .shell import Diagnostics, FrameAssembler, FrameDropped, OutputEncoder, RateLimitedLog
 from .tf import TfLookupError
 
-__all__ = ["SyncedGroup", "LiveWorker", "CameraLiveness", "stall_timeout_s", "queue_limit"]
+__all__ = ["SyncedGroup", "LiveWorker", "CameraLiveness", "stall_timeout_s", "queue_limit", "output_age"]
 
 NS = 1_000_000_000
 TF_POLL_S = 0.01  # how often the worker re-checks TF for a group waiting on it (wall time)
@@ -290,7 +290,20 @@ class LiveWorker:
         with self.lock:
             self.diag.window_done(products, latency)
             self.diag.update_backend(getattr(self.reconstructor, "backend", None))
-            self.diag.extra["output_age_s"] = f"{(self.clock_ns() - window.end_ns) / NS:.3f}"
+            self.diag.extra["output_age_s"] = output_age(self.clock_ns(), window.end_ns)
+
+
+AGE_PLAUSIBLE_S = 3600.0
+
+
+def output_age(now_ns: int, stamp_ns: int) -> str:
+    """Node clock minus the window's stamp (s), or "n/a" with the reason when the two clocks are
+    not the same clock (a recorded bag played without use_sim_time: stamps from another day)."""
+    age = (now_ns - stamp_ns) / NS
+    if abs(age) > AGE_PLAUSIBLE_S:
+        return (f"n/a: the stamps are {age:.0f} s from the node clock, not the clock they come from "
+                "(a recorded bag? play it with --clock and set use_sim_time)")
+    return f"{age:.3f}"
 
 
 class CameraLiveness:

@@ -241,7 +241,8 @@ class ReconstructionNode(Node):
         with self._outputs_lock:
             pub = self._outputs.get(topic)
             if pub is None:
-                pub = self.create_publisher(RclpyFactory.message_class(typename), f"~/{topic}", self._out_qos)
+                name = topic if topic.startswith("/") else f"~/{topic}"  # /tf and /diagnostics are absolute
+                pub = self.create_publisher(RclpyFactory.message_class(typename), name, self._out_qos)
                 self._outputs[topic] = pub
             return pub
 

@@ -65,6 +65,9 @@ class NodeParams:
     diagnostics_period_s: float = 1.0
     background: str = ""
     max_image_pixels: int = 8_388_608
+    dynamic_speed_threshold: float = 0.3
+    motion_voxel_m: float = 0.25
+    max_motion_markers: int = 200
 
     def __post_init__(self) -> None:
         for name in ("cameras", "scene_center", "forecast_horizons_s", "render_inputs_at_s"):
@@ -91,6 +94,8 @@ class NodeParams:
             problems.append("diagnostics_period_s must be > 0")
         if self.max_image_pixels < 1:
             problems.append("max_image_pixels must be >= 1")
+        if self.dynamic_speed_threshold < 0 or self.motion_voxel_m <= 0 or self.max_motion_markers < 0:
+            problems.append("need dynamic_speed_threshold >= 0, motion_voxel_m > 0 and max_motion_markers >= 0")
         if self.queue_size < 1 or self.qos_depth < 1:
             problems.append("queue_size and qos_depth must be >= 1")
         if self.sync_slop_s < 0 or self.tf_wait_s < 0:
@@ -142,6 +147,7 @@ class NodeParams:
             scene_center=tuple(self.scene_center) if self.scene_scale > 0 else None,  # type: ignore[arg-type]
             scene_scale=self.scene_scale if self.scene_scale > 0 else None,
             background=parse_color(self.background) if self.background else None,
+            dynamic_speed_threshold=self.dynamic_speed_threshold,
         )
 
     @staticmethod
@@ -193,6 +199,9 @@ PARAM_DOCS: dict[str, str] = {
     "diagnostics_period_s": "period of /diagnostics messages (s)",
     "background": "colour behind predicted views: white, black, gray or R,G,B; empty = the model's own (its sky/environment map, or the colour it was trained on)",
     "max_image_pixels": "images with more pixels are dropped (image_too_large) before decoding; bounds memory: about cameras x rate x window_duration_s x this x 3 bytes",
+    "dynamic_speed_threshold": "Gaussians faster than this (m/s) are the moving part: ~/gaussians/dynamic, ~/motion_markers",
+    "motion_voxel_m": "~/motion_markers: one arrow per occupied voxel of this side (m) of the moving Gaussians",
+    "max_motion_markers": "~/motion_markers: at most this many arrows (the heaviest voxels), so RViz stays fluid",
 }
 
 

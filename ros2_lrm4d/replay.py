@@ -274,7 +274,8 @@ def replay(
             t0 = time.perf_counter()
             try:  # the whole window (reconstruction, encoding) is guarded: one bad window is one drop
                 products = reconstructor.process(window)
-                messages = [(f"/{NODE_NAME}/{rel}", msgtype, msg) for rel, msgtype, msg in encoder.encode(products)]
+                messages = [(rel if rel.startswith("/") else f"/{NODE_NAME}/{rel}", msgtype, msg)
+                            for rel, msgtype, msg in encoder.encode(products)]
             except Exception as err:  # noqa: BLE001 - a failed window must not end the replay
                 diag.frame_dropped("reconstruction_failed")
                 diag.update_backend(backend, err)

@@ -30,6 +30,7 @@ from .convert import (
     gaussians_to_pointcloud2,
     image_to_rgb,
     stamp_to_ns,
+    transform_stamped_msg,
     undistort,
 )
 from .msgdefs import MessageFactory
@@ -130,10 +131,14 @@ class FrameAssembler:
 
 @dataclass(frozen=True)
 class Topics:
-    """Output topics relative to the node namespace (the node's private names `~/...`)."""
+    """Output topics relative to the node namespace (the node's private names `~/...`); names that
+    start with "/" are absolute (/tf, /diagnostics)."""
 
     gaussians: str = "gaussians"
     gaussians_4d: str = "gaussians_4d"
+    dynamic: str = "gaussians/dynamic"
+    motion_markers: str = "motion_markers"
+    tf: str = "/tf"
     diagnostics: str = "/diagnostics"
 
     @staticmethod
@@ -148,6 +153,15 @@ class Topics:
     def predicted_info(name: str) -> str:
         return f"predicted/{_topic_token(name)}/camera_info"
 
+    @staticmethod
+    def predicted_depth(name: str) -> str:
+        return f"predicted/{_topic_token(name)}/depth"
+
+    @staticmethod
+    def optical_frame(name: str) -> str:
+        """The TF frame a predicted view was rendered from (published on /tf at its stamp)."""
+        return f"{NODE_NAME}/{_topic_token(name)}_optical"
+
 
 def _topic_token(name: str) -> str:
     """Render names like 'front@+0.50s' -> 'front_plus_500ms' (valid ROS topic token)."""
@@ -159,8 +173,18 @@ def _topic_token(name: str) -> str:
     return token if token and not token[0].isdigit() else f"cam_{token}"
 
 
+MARKER_ARROW_S = 0.5
+"""Motion arrows point where a Gaussian moves in this many seconds."""
+
+
 class OutputEncoder:
-    """Products -> [(topic, message type, message)] with every stamp = the window end (source stamp)."""
+    """Products -> [(topic, message type, message)] (see the README's topic table for stamps and frames).
+
+    Stamps: the clouds and markers at the window end (the newest source stamp); each forecast at the
+    time it predicts (window end + horizon); each predicted view at the time it shows (window end +
+    its time offset), in a frame of its own (`Topics.optical_frame`) whose pose goes out on /tf with
+    the same stamp, so that RViz and image_geometry can place it.
+    """
 
     def __init__(self, params: NodeParams, factory: MessageFactory, model_id: str) -> None:
         self.params, self.factory, self.model_id = params, factory, model_id
@@ -169,7 +193,8 @@ class OutputEncoder:
     def output_topics(self) -> list[tuple[str, str]]:
         """(relative topic, type) of every fixed output, for declaring publishers / bag connections.
         Predicted-view topics depend on camera names and are listed by `predicted_topics()`."""
-        out = [(self.topics.gaussians, "sensor_msgs/msg/PointCloud2")]
+        out = [(self.topics.gaussians, "sensor_msgs/msg/PointCloud2"), (self.topics.dynamic, "sensor_msgs/msg/PointCloud2"),
+               (self.topics.motion_markers, "visualization_msgs/msg/MarkerArray")]
         out += [(Topics.forecast(h), "sensor_msgs/msg/PointCloud2") for h in self.params.forecast_horizons_s]
         if self.params.publish_gaussians_4d:
             out.append((self.topics.gaussians_4d, "ros2_lrm4d/msg/GaussianCloud4D"))
@@ -177,7 +202,8 @@ class OutputEncoder:
 
     def predicted_topics(self, name: str) -> list[tuple[str, str]]:
         return [(Topics.predicted_image(name), "sensor_msgs/msg/Image"),
-                (Topics.predicted_info(name), "sensor_msgs/msg/CameraInfo")]
+                (Topics.predicted_info(name), "sensor_msgs/msg/CameraInfo"),
+                (Topics.predicted_depth(name), "sensor_msgs/msg/Image")]
 
     def encode(self, products: Products, with_4d: bool | None = None) -> list[tuple[str, str, Any]]:
         f, p = self.factory, self.params
@@ -185,20 +211,65 @@ class OutputEncoder:
         frame = p.fixed_frame
         out = [(self.topics.gaussians, "sensor_msgs/msg/PointCloud2", gaussians_to_pointcloud2(products.cloud, frame, stamp, f))]
         for h, cloud in products.forecasts.items():
-            out.append((Topics.forecast(h), "sensor_msgs/msg/PointCloud2", gaussians_to_pointcloud2(cloud, frame, stamp, f)))
+            out.append((Topics.forecast(h), "sensor_msgs/msg/PointCloud2",
+                        gaussians_to_pointcloud2(cloud, frame, stamp + int(round(h * NS)), f)))
+        out.append((self.topics.dynamic, "sensor_msgs/msg/PointCloud2", gaussians_to_pointcloud2(products.dynamic, frame, stamp, f)))
+        out.append((self.topics.motion_markers, "visualization_msgs/msg/MarkerArray", self.motion_markers(products, stamp)))
         if p.publish_gaussians_4d if with_4d is None else with_4d:
             msg = gaussians4d_to_msg(products.gaussians4d, frame, products.window.start_ns, stamp, self.model_id, f)
             out.append((self.topics.gaussians_4d, "ros2_lrm4d/msg/GaussianCloud4D", msg))
+        transforms = []
         for view in products.renders:
             h, w = view.image.shape[:2]
-            # frame_id: the fixed frame (a prediction need not have a TF frame of its own, e.g. a
-            # virtual camera); the pose it was rendered from is the source camera's at the window end.
-            image = f.make("sensor_msgs/msg/Image", header=f.header(frame, stamp), height=h, width=w,
+            view_stamp = stamp + int(round(view.t * NS))
+            optical = Topics.optical_frame(view.name)
+            transforms.append(transform_stamped_msg(f, frame, optical, view_stamp, view.cam_to_world))
+            image = f.make("sensor_msgs/msg/Image", header=f.header(optical, view_stamp), height=h, width=w,
                            encoding="rgb8", is_bigendian=0, step=3 * w, data=view.image.reshape(-1))
-            info = camera_info_msg(f, frame, stamp, view.K, w, h)
+            info = camera_info_msg(f, optical, view_stamp, view.K, w, h)
             out.append((Topics.predicted_image(view.name), "sensor_msgs/msg/Image", image))
             out.append((Topics.predicted_info(view.name), "sensor_msgs/msg/CameraInfo", info))
+            if view.depth is not None:
+                depth = np.ascontiguousarray(view.depth, dtype="<f4")
+                out.append((Topics.predicted_depth(view.name), "sensor_msgs/msg/Image",
+                            f.make("sensor_msgs/msg/Image", header=f.header(optical, view_stamp), height=h, width=w,
+                                   encoding="32FC1", is_bigendian=0, step=4 * w, data=depth.view(np.uint8).reshape(-1))))
+        if transforms:
+            out.append((self.topics.tf, "tf2_msgs/msg/TFMessage", f.make("tf2_msgs/msg/TFMessage", transforms=transforms)))
         return out
+
+    def motion_markers(self, products: Products, stamp: int) -> Any:
+        """One arrow per occupied voxel of the moving Gaussians (the heaviest `max_motion_markers`),
+        from its mean position to where it is `MARKER_ARROW_S` later, after a DELETEALL: RViz shows
+        only the newest window's arrows."""
+        from lrm4d_core.motion import voxel_motion
+
+        f, p = self.factory, self.params
+        centres, velocities, _ = voxel_motion(products.dynamic, p.motion_voxel_m, p.max_motion_markers)
+        zero = f.make("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0)
+        markers = [self._marker(stamp, 0, 3, [], zero)]  # DELETEALL
+        for i, (c, v) in enumerate(zip(centres, velocities)):
+            tip = c + v * MARKER_ARROW_S
+            points = [f.make("geometry_msgs/msg/Point", x=float(a[0]), y=float(a[1]), z=float(a[2])) for a in (c, tip)]
+            markers.append(self._marker(stamp, i, 0, points, zero))
+        return f.make("visualization_msgs/msg/MarkerArray", markers=markers)
+
+    def _marker(self, stamp: int, index: int, action: int, points: list, zero: Any) -> Any:
+        f, p = self.factory, self.params
+        return f.make(
+            "visualization_msgs/msg/Marker", header=f.header(p.fixed_frame, stamp), ns="lrm4d_motion", id=index,
+            type=0, action=action,  # ARROW; ADD (0) or DELETEALL (3)
+            pose=f.make("geometry_msgs/msg/Pose", position=zero,
+                        orientation=f.make("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)),
+            scale=f.make("geometry_msgs/msg/Vector3", x=0.04, y=0.08, z=0.08),
+            color=f.make("std_msgs/msg/ColorRGBA", r=1.0, g=0.4, b=0.0, a=1.0),
+            lifetime=f.make("builtin_interfaces/msg/Duration", sec=0, nanosec=0), frame_locked=False,
+            points=points, colors=[], texture_resource="",
+            texture=f.make("sensor_msgs/msg/CompressedImage", header=f.header("", 0), format="", data=np.zeros(0, np.uint8)),
+            uv_coordinates=[], text="",
+            mesh_resource="", mesh_file=f.make("visualization_msgs/msg/MeshFile", filename="", data=np.zeros(0, np.uint8)),
+            mesh_use_embedded_materials=False,
+        )
 
 
 def camera_info_msg(f: MessageFactory, frame_id: str, stamp_ns: int, K: np.ndarray, width: int, height: int) -> Any:
@@ -283,8 +354,11 @@ class Diagnostics:
         kv = [(f"input_rate_hz/{c}", f"{r:.2f}") for c, r in sorted(self.rates(now_ns).items())]
         kv += [(k, str(v)) for k, v in sorted(self.counters.items())]
         kv += [(f"dropped/{k}", str(v)) for k, v in sorted(self.drops.items())]
-        kv.append(("window_latency_s", f"{self.mean_latency():.4f}"))
-        kv += [(f"stage_s/{k}", f"{np.mean(v):.4f}") for k, v in sorted(self._stages.items())]
+        last = self._latencies[-1] if self._latencies else float("nan")
+        kv.append(("window_latency_s", f"{last:.4f}"))  # the latest window: a slow one shows at once
+        kv.append(("window_latency_mean_s", f"{self.mean_latency():.4f}"))  # over the last 50 windows
+        kv += [(f"stage_s/{k}", f"{v[-1]:.4f}") for k, v in sorted(self._stages.items())]
+        kv += [(f"stage_mean_s/{k}", f"{np.mean(v):.4f}") for k, v in sorted(self._stages.items())]
         kv += sorted(self.extra.items())
         kv.append(("backend", self.backend_status))
         kv.append(("gpu_memory_mib", _gpu_memory()))

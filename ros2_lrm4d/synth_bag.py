@@ -103,6 +103,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .convert import transform_stamped_msg
 from .msgdefs import RosbagsFactory, make_typestore
 
 __all__ = [
@@ -238,26 +239,6 @@ def _rot_z(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _quat_xyzw(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix -> unit quaternion (x, y, z, w), w >= 0 (Shepperd's method)."""
-    m = np.asarray(R, dtype=np.float64)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * np.sqrt(1.0 + tr)
-        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = np.array([0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s])
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = np.array([(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s])
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = np.array([(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s])
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
 def _inv(T: np.ndarray) -> np.ndarray:
     """Inverse of rigid 4x4 transforms [..., 4, 4]."""
     out = np.zeros_like(T)
@@ -358,15 +339,7 @@ class _Messages:
         self.f = factory
 
     def transform(self, parent: str, child: str, stamp_ns: int, T: np.ndarray) -> Any:
-        make = self.f.make
-        q = _quat_xyzw(T[:3, :3])
-        t = T[:3, 3]
-        transform = make(
-            "geometry_msgs/msg/Transform",
-            translation=make("geometry_msgs/msg/Vector3", x=float(t[0]), y=float(t[1]), z=float(t[2])),
-            rotation=make("geometry_msgs/msg/Quaternion", x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
-        )
-        return make("geometry_msgs/msg/TransformStamped", header=self.f.header(parent, stamp_ns), child_frame_id=child, transform=transform)
+        return transform_stamped_msg(self.f, parent, child, stamp_ns, T)
 
     def tf(self, transforms: list) -> Any:
         return self.f.make(_TF_TYPE, transforms=transforms)

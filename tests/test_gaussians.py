@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -267,3 +269,18 @@ def test_gaussians3d_finite_mask_select_cat():
     assert mask.tolist() == [i not in (2, 5) for i in range(10)]
     both = Gaussians3D.cat([s, s.select(mask)])
     assert len(both) == 18 and both.covars.shape == (18, 3, 3)
+
+
+def test_from_motion_moves_round_gaussians_at_the_given_velocity():
+    torch.manual_seed(0)
+    n = 50
+    means = torch.randn(n, 4, dtype=torch.float64)
+    s, st = torch.rand(n, dtype=torch.float64) * 0.1 + 0.01, torch.rand(n, dtype=torch.float64) + 0.2
+    v = torch.randn(n, 3, dtype=torch.float64)
+    g = Gaussians4D.from_motion(means, s, st, v, torch.rand(n, dtype=torch.float64), torch.rand(n, 3, dtype=torch.float64))
+    for t in (-0.7, 0.0, 1.3):
+        sl = g.slice(t)
+        assert torch.allclose(sl.velocities, v, atol=1e-8)
+        assert torch.allclose(sl.means, means[:, :3] + v * (t - means[:, 3:]), atol=1e-8)
+        assert torch.allclose(sl.covars, (s**2)[:, None, None] * torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(g.marginal_t(means[:, 3] + st), torch.full((n,), math.exp(-0.5), dtype=torch.float64))
