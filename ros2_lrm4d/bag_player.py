@@ -17,7 +17,9 @@ image_qos ("sensor_data"), qos_depth (10), wait_for_subscribers_s (0: up to this
 every image topic has a subscriber, e.g. a node still loading its model), start_delay_s (1.0:
 discovery time before the first message), tf_delay_s (0), publish_clock (false), topics ("" = all,
 else comma-separated), loop (false: when true, start over at the end; the stamps jump back, which
-the node treats as a restarted clock), exit_when_done (true).
+the node treats as a restarted clock and resets its window, for bags of any length: a jump longer
+than `jump_back_s` at once, a shorter one that lands before the window's start on its second step),
+exit_when_done (true).
 """
 
 from __future__ import annotations
