@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Sequence
 
 import torch
@@ -379,21 +380,15 @@ class Gaussians4D:
             inference_filter: drop Gaussians with p(t) < min_marginal or p(t) * opacity < min_opacity
                 (SPEC §1: inference only; it makes dead Gaussians in training). Unbatched only.
         """
-        a = self.factor()
-        a_x, a_t = a[..., :3, :], a[..., 3, :]
-        sigma_tt = (a_t * a_t).sum(-1).clamp_min(_TT_EPS)  # [..., N]
-        sigma_xt = (a_x @ a_t[..., None])[..., 0]  # [..., N, 3]
-        velocity = sigma_xt / sigma_tt[..., None]
+        sigma_tt, velocity, covars = self._conditional
         t = torch.as_tensor(t, dtype=self.means.dtype, device=self.means.device)
         if t.ndim > 0:
             t = t[..., None]  # broadcast a per-batch time over the N Gaussians
         dt = t - self.means[..., 3]
-        u = a_t / sigma_tt.sqrt()[..., None]
-        b = a_x - (a_x @ u[..., None]) * u[..., None, :]  # A_x P, with P = I - u u^T
         marginal = torch.exp(-0.5 * dt**2 / sigma_tt)
         out = Gaussians3D(
             means=self.means[..., :3] + velocity * dt[..., None],
-            covars=b @ b.transpose(-1, -2),
+            covars=covars,
             opacities=self.opacities * marginal,
             colors=self.colors,
             velocities=velocity,
@@ -402,6 +397,19 @@ class Gaussians4D:
             keep = (marginal >= min_marginal) & (out.opacities >= min_opacity)
             out = out.select(keep)
         return out
+
+    @cached_property
+    def _conditional(self) -> tuple[Tensor, Tensor, Tensor]:
+        """What slicing needs that does not depend on t, computed once per set (slicing the same
+        set at many times, as rendering many target times does, then costs little):
+        (Sigma_tt [..., N], velocity Sigma_xt / Sigma_tt [..., N, 3], Sigma_xyz|t [..., N, 3, 3])."""
+        a = self.factor()
+        a_x, a_t = a[..., :3, :], a[..., 3, :]
+        sigma_tt = (a_t * a_t).sum(-1).clamp_min(_TT_EPS)  # [..., N]
+        sigma_xt = (a_x @ a_t[..., None])[..., 0]  # [..., N, 3]
+        u = a_t / sigma_tt.sqrt()[..., None]
+        b = a_x - (a_x @ u[..., None]) * u[..., None, :]  # A_x P, with P = I - u u^T
+        return sigma_tt, sigma_xt / sigma_tt[..., None], b @ b.transpose(-1, -2)
 
     def forecast(self, t: float, t_end: float = 0.0, **slice_options: float | bool) -> Gaussians3D:
         """Gaussians at t; beyond the window end t_end, the cloud sliced at t_end moves along its
