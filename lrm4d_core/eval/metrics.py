@@ -71,9 +71,10 @@ def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor, max_value: float = 1
     return out
 
 
-def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor, window: int = 11) -> list[float | None]:
-    """SSIM averaged over the masked pixels of the valid region (mask cropped by the window), per image."""
-    smap = ssim_map(pred, target, window)
+def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor, window: int = 11, smap: Tensor | None = None) -> list[float | None]:
+    """SSIM averaged over the masked pixels of the valid region (mask cropped by the window), per
+    image; `smap` reuses an `ssim_map` of the same images."""
+    smap = ssim_map(pred, target, window) if smap is None else smap
     r = window // 2
     crop = mask.bool()[:, r: mask.shape[-2] - r, r: mask.shape[-1] - r]
     return [None if int(m.sum()) == 0 else float(s[m].mean()) for s, m in zip(smap, crop)]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .geometry import scene_extent, surface_fraction, surface_points
-from .metrics import depth_errors, masked_psnr, masked_ssim, psnr, ssim
+from .metrics import depth_errors, masked_psnr, masked_ssim, psnr, ssim_map
 
 __all__ = ["SURFACE_FRACTION_OF_EXTENT", "image_scores", "depth_scores", "surface_scores"]
 
@@ -17,12 +17,14 @@ SURFACE_FRACTION_OF_EXTENT = 0.02
 
 
 def image_scores(pred: Tensor, ex) -> dict[str, list]:
-    """PSNR and SSIM per target, and over the foreground mask where the data has masks."""
+    """PSNR and SSIM per target, and over the foreground mask where the data has masks. One SSIM
+    map per image serves both (float32: the map of 8-bit images needs no more)."""
     gt = ex.target_images.double()
-    out: dict[str, list] = {"psnr": psnr(pred.double(), gt).tolist(), "ssim": ssim(pred.double(), gt).tolist()}
+    smap = ssim_map(pred.float(), ex.target_images.float())
+    out: dict[str, list] = {"psnr": psnr(pred.double(), gt).tolist(), "ssim": smap.flatten(-2).mean(-1).double().tolist()}
     if ex.target_masks is not None:
         out["psnr_fg"] = masked_psnr(pred.double(), gt, ex.target_masks)
-        out["ssim_fg"] = masked_ssim(pred.double(), gt, ex.target_masks)
+        out["ssim_fg"] = masked_ssim(pred.float(), ex.target_images.float(), ex.target_masks, smap=smap)
     return out
 
 
