@@ -23,25 +23,34 @@ __all__ = [
     "RosbagsFactory",
     "gaussian_cloud4d_msg_text",
     "make_typestore",
+    "msg_text",
+    "MOVING_OBJECTS",
 ]
 
 GAUSSIAN_CLOUD4D = "ros2_lrm4d/msg/GaussianCloud4D"
 """Full ROS 2 type name of our message (as rosbags and rosbag2 spell it)."""
+MOVING_OBJECTS = "ros2_lrm4d/msg/MovingObjects"
 
 NS_PER_S = 1_000_000_000
 
 
+def msg_text(name: str) -> str:
+    """A .msg definition shipped as package data (a copy of msg/<name>.msg)."""
+    return resources.files("ros2_lrm4d").joinpath(f"msg_defs/{name}.msg").read_text(encoding="utf-8")
+
+
 def gaussian_cloud4d_msg_text() -> str:
-    """The .msg definition shipped as package data (a copy of msg/GaussianCloud4D.msg)."""
-    return resources.files("ros2_lrm4d").joinpath("msg_defs/GaussianCloud4D.msg").read_text(encoding="utf-8")
+    """The .msg definition of GaussianCloud4D (a copy of msg/GaussianCloud4D.msg)."""
+    return msg_text("GaussianCloud4D")
 
 
 def make_typestore() -> Any:
-    """A fresh rosbags ROS 2 Jazzy typestore with ros2_lrm4d/msg/GaussianCloud4D registered."""
+    """A fresh rosbags ROS 2 Jazzy typestore with our messages (GaussianCloud4D, MovingObjects) registered."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     typestore = get_typestore(Stores.ROS2_JAZZY)
     typestore.register(get_types_from_msg(gaussian_cloud4d_msg_text(), GAUSSIAN_CLOUD4D))
+    typestore.register(get_types_from_msg(msg_text("MovingObjects"), MOVING_OBJECTS))
     return typestore
 
 

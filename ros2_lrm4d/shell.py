@@ -33,7 +33,7 @@ from .convert import (
     transform_stamped_msg,
     undistort,
 )
-from .msgdefs import MessageFactory
+from .msgdefs import MOVING_OBJECTS, MessageFactory
 from .params import NodeParams, forecast_topic_suffix
 from .tf import Extrapolation, LinkMissing, TfLookupError
 
@@ -138,6 +138,7 @@ class Topics:
     gaussians_4d: str = "gaussians_4d"
     dynamic: str = "gaussians/dynamic"
     motion_markers: str = "motion_markers"
+    moving_objects: str = "moving_objects"
     tf: str = "/tf"
     diagnostics: str = "/diagnostics"
 
@@ -194,7 +195,8 @@ class OutputEncoder:
         """(relative topic, type) of every fixed output, for declaring publishers / bag connections.
         Predicted-view topics depend on camera names and are listed by `predicted_topics()`."""
         out = [(self.topics.gaussians, "sensor_msgs/msg/PointCloud2"), (self.topics.dynamic, "sensor_msgs/msg/PointCloud2"),
-               (self.topics.motion_markers, "visualization_msgs/msg/MarkerArray")]
+               (self.topics.motion_markers, "visualization_msgs/msg/MarkerArray"),
+               (self.topics.moving_objects, MOVING_OBJECTS)]
         out += [(Topics.forecast(h), "sensor_msgs/msg/PointCloud2") for h in self.params.forecast_horizons_s]
         if self.params.publish_gaussians_4d:
             out.append((self.topics.gaussians_4d, "ros2_lrm4d/msg/GaussianCloud4D"))
@@ -215,6 +217,7 @@ class OutputEncoder:
                         gaussians_to_pointcloud2(cloud, frame, stamp + int(round(h * NS)), f)))
         out.append((self.topics.dynamic, "sensor_msgs/msg/PointCloud2", gaussians_to_pointcloud2(products.dynamic, frame, stamp, f)))
         out.append((self.topics.motion_markers, "visualization_msgs/msg/MarkerArray", self.motion_markers(products, stamp)))
+        out.append((self.topics.moving_objects, MOVING_OBJECTS, self.moving_objects(products, stamp)))
         if p.publish_gaussians_4d if with_4d is None else with_4d:
             msg = gaussians4d_to_msg(products.gaussians4d, frame, products.window.start_ns, stamp, self.model_id, f)
             out.append((self.topics.gaussians_4d, "ros2_lrm4d/msg/GaussianCloud4D", msg))
@@ -237,6 +240,19 @@ class OutputEncoder:
         if transforms:
             out.append((self.topics.tf, "tf2_msgs/msg/TFMessage", f.make("tf2_msgs/msg/TFMessage", transforms=transforms)))
         return out
+
+    def moving_objects(self, products: Products, stamp: int) -> Any:
+        """The window's moving objects (`Products.objects`) as flat arrays (msg/MovingObjects.msg)."""
+        objects = products.objects
+        f = self.factory
+
+        def flat(key: str, dtype) -> np.ndarray:
+            return np.asarray([getattr(o, key) for o in objects], dtype=dtype).reshape(-1)
+
+        return f.make(MOVING_OBJECTS, header=f.header(self.params.fixed_frame, stamp), model_id=self.model_id,
+                      count=len(objects), center=flat("center", np.float32), size=flat("size", np.float32),
+                      velocity=flat("velocity", np.float32), gaussians=flat("count", np.uint32),
+                      weight=flat("weight", np.float32))
 
     def motion_markers(self, products: Products, stamp: int) -> Any:
         """One arrow per occupied voxel of the moving Gaussians (the heaviest `max_motion_markers`),

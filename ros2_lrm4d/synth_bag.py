@@ -62,6 +62,9 @@ Ground truth ``<OUT>_gt/`` (next to the bag; ``gt_dir`` overrides):
 * ``bag.json``: the bag's layout (topics, frames, static/moving edges, faults) and one record per
   published image: camera, view, frame, scene time, ``stamp_ns`` (header stamp), ``log_time_ns``,
   ``gt_index`` (its index in scene.json's images).
+* ``objects.json``: the moving objects per frame (root objects of the scene whose bounding-box
+  centre moves faster than 0.05 m/s at the frame's nominal time): name, box ``center`` and ``size``
+  and the centre's ``velocity`` (m/s), in map.
 * ``gt_points.npz``: surface points: per image, up to ``points_per_image`` pixels with finite depth,
   back-projected through K and cam_to_world (``z * K^-1 [u + 0.5, v + 0.5, 1]``, pixel centres at
   +0.5): ``points`` [N, 3] float32 in map, ``colors`` [N, 3] uint8, ``velocity`` [N, 3] float32
@@ -620,7 +623,10 @@ def write_synthetic_bag(
 
         emit([(STAMP_BASE_NS, "/tf_static", msgs.tf(static_tfs))])
         states: dict[int, Any] = {}
+        objects = []  # ground-truth moving objects per frame, at the nominal frame time
         for f in range(frames):
+            objects.append({"frame": f, "time": float(nominal[f]),
+                            "objects": model.scene.evaluate(float(nominal[f])).moving_objects()})
             lo, hi = STAMP_BASE_NS + f * frame_ns, STAMP_BASE_NS + (f + 1) * frame_ns
             batch = [(int(ns), "/tf", tf_at(ns)) for ns in tf_ns[(tf_ns >= lo) & (tf_ns < hi)]] if moving else []
             for v, c in enumerate(names):
@@ -663,6 +669,7 @@ def write_synthetic_bag(
         parts = points[key]
         return np.concatenate(parts).astype(dtype) if parts else np.zeros((0,) if width_ is None else (0, width_), dtype)
 
+    (gt / "objects.json").write_text(json.dumps({"frame_ns": frame_ns, "frames": objects}) + "\n", encoding="utf-8")
     np.savez_compressed(
         gt / "gt_points.npz", points=cat("points", np.float32, 3), colors=cat("colors", np.uint8, 3),
         velocity=cat("velocity", np.float32, 3), view=cat("view", np.int16),

@@ -211,6 +211,10 @@ def test_bag_check_scores_surfaces_and_motion_against_the_ground_truth(tmp_path)
     assert all(msg.width > 0 for _, msg in out["/lrm4d/gaussians/dynamic"])
     arrows = [mk for _, msg in out["/lrm4d/motion_markers"] for mk in msg.markers if mk.action == 0]
     assert arrows and all(mk.type == 0 and len(mk.points) == 2 for mk in arrows)
+    objects = check_replay(tmp_path / "moving", info.gt_dir)["objects"]  # exact motion: the objects are found
+    assert objects["true_objects"] > 0 and objects["recall"] > 0.8 and objects["median_surface_velocity_error"] < 0.1
+    static = check_replay(tmp_path / "out", info.gt_dir)["objects"]  # static splats: none published, none found
+    assert static["published_objects"] == 0 and static["recall"] == 0.0
 
 
 def test_tf_mistake_would_be_caught(bags, tmp_path):

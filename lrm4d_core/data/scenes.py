@@ -382,6 +382,30 @@ class SceneState:
         for child in node.children:
             self._collect(child, m)
 
+    def group_boxes(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(root node name, AABB min [3], AABB max [3]) of every bounded root object (planes skipped)."""
+        out = []
+        for g in self.groups:
+            bounded = [self.prims[i] for i in g.prims if np.isfinite(self.prims[i].radius)]
+            if bounded:
+                out.append((g.name, np.min([p.center - p.half for p in bounded], axis=0),
+                            np.max([p.center + p.half for p in bounded], axis=0)))
+        return out
+
+    def moving_objects(self, min_speed: float = 0.05, step: float = 1e-3) -> list[dict]:
+        """Root objects whose box centre moves faster than `min_speed` (scene units/s) at this time:
+        name, box centre and size, and the centre's velocity (central difference over +-`step` s)."""
+        before = dict((n, 0.5 * (lo + hi)) for n, lo, hi in self.scene.evaluate(self.t - step).group_boxes())
+        after = dict((n, 0.5 * (lo + hi)) for n, lo, hi in self.scene.evaluate(self.t + step).group_boxes())
+        out = []
+        for name, lo, hi in self.group_boxes():
+            if name not in before or name not in after:
+                continue
+            v = (after[name] - before[name]) / (2 * step)
+            if np.linalg.norm(v) > min_speed:
+                out.append({"name": name, "center": (0.5 * (lo + hi)).tolist(), "size": (hi - lo).tolist(), "velocity": v.tolist()})
+        return out
+
     # ------------------------------------------------------------------------------ casting
     def trace(self, o: np.ndarray, d: np.ndarray, groups: Sequence[Group] | None = None, t_min: float = 0.0) -> TraceResult:
         """Nearest hit of unit rays o + s d (o: [3] shared or [N, 3]; d: [N, 3])."""
