@@ -143,6 +143,10 @@ def markdown_report(results: dict, labels: dict[str, str]) -> str:
                     r = group["results"][p]["methods"].get(m, {})
                     cells.append(" / ".join(format_number(r.get(k), 3) for k in ("abs_rel", "delta_1_25", "surface_fraction")))
                 lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+        seen = {p: group["results"][p]["methods"].get("model", {}).get("input_psnr") for p in protocols}
+        if any(v is not None for v in seen.values()):
+            lines += ["", "The model's renders of its own inputs (seen view, seen time), PSNR: "
+                      + ", ".join(f"{p} {format_number(v, 2)} dB" for p, v in seen.items()) + "."]
         standing = [where_model_stands(p, group["results"][p]["methods"]) for p in protocols]
         standing = [x for x in standing if x]
         if standing:

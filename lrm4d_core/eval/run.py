@@ -172,6 +172,7 @@ def evaluate(
     from .protocols import EvalDataset, protocol_variant, scene_protocols
     from .references import REFERENCE_LABELS, REFERENCES, choose_sweep, run_references
     from .report import json_safe, make_figure, markdown_report
+    from .metrics import psnr
     from .scoring import SURFACE_FRACTION_OF_EXTENT, depth_scores, image_scores, surface_scores
 
     started = _time.perf_counter()
@@ -329,6 +330,9 @@ def evaluate(
         slicers = {name: (lambda t, _g=g4: _g.slice(t, inference_filter=True)) for name, g4 in ref_clouds.items()}
         if "model" in methods:
             slicers["model"] = lambda t: rec.slice(t, inference_filter=True)
+            # the inputs themselves (seen view, seen time): a reconstruction must at least reproduce them
+            seen = render_targets(rec, ex.cameras, ex.times, override)
+            row["input_psnr"] = psnr(seen.double(), ex.images.double()).tolist()
         row["surface"] = surface_scores(slicers, ex)
         per_example.append(row)
         if progress and "model" in row["methods"]:
@@ -356,6 +360,9 @@ def evaluate(
         for key in ("abs_rel", "delta_1_25"):
             out[key] = sum(d[key] * d["pixels"] for d in depth) / pixels if pixels else None
         out["surface_fraction"] = _finite_mean([r.get("surface", {}).get(m) for r in rows])
+        if m == "model":
+            seen = [x for r in rows for x in r.get("input_psnr", [])]
+            out["input_psnr"] = _mean(seen) if seen else None
         out["num_images"] = sum(len(r["targets"]) for r in rows if m in r["methods"])
         out["num_held_out"] = sum(sum(r["held_out"]) for r in rows if m in r["methods"])
         return out
