@@ -6,13 +6,17 @@ it with a few values changed, passed as params_file:=) and `lrm4d_bag_player` wi
 and a probe node listens to the outputs:
 
 - proof_of_life (shipped params): `~/gaussians` PointCloud2 with the documented fields in the
-  fixed frame, `~/predicted/front/image_raw`, /diagnostics with input rates of all six cameras.
+  fixed frame, `~/predicted/front/image_raw` in the frame `lrm4d/front_optical` whose transform
+  from the fixed frame is on /tf at the image's stamp, its 32FC1 depth beside it, the moving part
+  (`~/gaussians/dynamic`), /diagnostics with input rates of all six cameras.
 - qos_reliable_into_best_effort: a reliable publisher into our best-effort subscription: works.
 - qos_best_effort_into_reliable: a best-effort publisher into a reliable subscription (input_qos
   reliable) cannot connect: no output, and /diagnostics says why (WARN, qos_incompatible).
 - late_tf: no TF for the first 3 s: frames are dropped with a tf counter, then outputs arrive.
 - sim_time: use_sim_time:=true with the player's /clock: outputs arrive and the node's clock is
   the bag's (diagnostics stamped in 2023, the bag's time, not today).
+- loop_short_bag: a 4.8 s bag played over and over (`loop:=true`): its stamps jump back 4.7 s,
+  less than `jump_back_s`; the window resets and clouds keep coming across several loops.
 - ctrl_c_while_reconstructing: reconstructions made slow (four 2048 x 2048 virtual cameras rendered
   on the CPU); the test ends while one runs, so shutdown's SIGINT (what `ros2 launch` sends on Ctrl-C) lands in it.
 After every scenario: all processes exited with 0 and printed no traceback.
@@ -59,6 +63,7 @@ SCENARIOS = {  # name: (node parameter changes, player parameters)
     "qos_best_effort_into_reliable": ({"input_qos": "reliable"}, {"image_qos": "sensor_data"}),
     "late_tf": ({}, {"tf_delay_s": 3.0}),
     "sim_time": ({"use_sim_time": True}, {"publish_clock": True}),
+    "loop_short_bag": ({}, {"loop": True}),
     "ctrl_c_while_reconstructing": (SLOW, {}),
     "repeated_ctrl_c_while_reconstructing": (SLOW, {}),
 }
@@ -96,7 +101,8 @@ def generate_test_description(scenario):
     node_changes, player_params = SCENARIOS[scenario]
     work = Path(tempfile.mkdtemp(prefix=f"lrm4d_{scenario}_"))
     bag = work / "drive"
-    write_synthetic_bag(bag, "driving", width=64, height=64, frames=80, seed=0)  # 8 s at 10 Hz
+    frames = 48 if scenario == "loop_short_bag" else 80  # 4.8 s / 8 s at 10 Hz
+    write_synthetic_bag(bag, "driving", width=64, height=64, frames=frames, seed=0)
     reconstruct = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "reconstruct.launch.py")),
         launch_arguments={"rviz": "false", "params_file": _params_file(share, node_changes, work),
@@ -113,11 +119,16 @@ class Probe:
     def __init__(self, node) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image, PointCloud2
+        from tf2_msgs.msg import TFMessage
 
         self.node, self.clouds, self.images, self.diagnostics = node, [], [], []
+        self.depths, self.dynamic, self.tf = [], [], []
         self.subs = [
             node.create_subscription(PointCloud2, "/lrm4d/gaussians", self.clouds.append, 10),
             node.create_subscription(Image, "/lrm4d/predicted/front/image_raw", self.images.append, 10),
+            node.create_subscription(Image, "/lrm4d/predicted/front/depth", self.depths.append, 10),
+            node.create_subscription(PointCloud2, "/lrm4d/gaussians/dynamic", self.dynamic.append, 10),
+            node.create_subscription(TFMessage, "/tf", self.tf.append, 100),
             node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10),
         ]
 
@@ -179,6 +190,21 @@ class TestLiveNode(unittest.TestCase):
         p = self.probe
         if scenario in ("proof_of_life", "qos_reliable_into_best_effort"):
             self.assert_outputs()
+            if scenario == "proof_of_life":
+                self.assertTrue(p.spin_until(lambda: p.depths and p.dynamic), "no depth image or dynamic cloud")
+                image = p.images[-1]
+                self.assertEqual(image.header.frame_id, "lrm4d/front_optical")
+                ours = {(t.child_frame_id, t.header.stamp.sec, t.header.stamp.nanosec): t.header.frame_id
+                        for m in p.tf for t in m.transforms}
+                self.assertEqual(ours.get((image.header.frame_id, image.header.stamp.sec, image.header.stamp.nanosec)), "map",
+                                 "the predicted view's frame is not on /tf at its stamp")
+                self.assertEqual((p.depths[-1].encoding, p.depths[-1].header.frame_id), ("32FC1", "lrm4d/front_optical"))
+        elif scenario == "loop_short_bag":
+            stamps = lambda: [c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in p.clouds]  # noqa: E731
+            loops = lambda: sum(b < a - 1.0 for a, b in zip(stamps(), stamps()[1:]))  # noqa: E731
+            self.assertTrue(p.spin_until(lambda: loops() >= 3, timeout_s=60.0),
+                            f"clouds stopped: {len(p.clouds)} clouds, {loops()} loops seen, diagnostics {p.values()}")
+            print(f"[probe] {len(p.clouds)} clouds over {loops()} loops of a 4.8 s bag", flush=True)
         elif scenario == "qos_best_effort_into_reliable":
             self.assertTrue(p.spin_until(lambda: int(p.values().get("qos_incompatible", 0)) > 0),
                             f"no qos_incompatible in /diagnostics: {p.values()}")
