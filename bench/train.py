@@ -9,7 +9,7 @@ optimizer. Two warm-up steps per recipe are not counted; the steps run twice and
 is reported (the first, "cold", pays for building the decoded-scene cache once per scene, which a
 long run amortizes). Recipes:
 
-* ``session2``: what trained the previous default model (docs/default_model/session2_train_tiny.yaml): SPEC §1
+* ``session2``: what trained the previous default model (docs/default_model/session2/train_tiny.yaml): SPEC §1
   parametrization, 64x64, 8 inputs and 4 targets, PNGs decoded every step, one process;
 * ``prior_64``: the new recipe's final stage: "prior" parametrization and environment map, depth,
   opacity and velocity losses, decoded scenes cached (`data.cache`), 64x64, 12 inputs, 4 targets;

@@ -1,9 +1,9 @@
-"""Training curve of the shipped default model -> training_curve.png.
+"""Training curve of the previous default model (session 2, SPEC §1 parametrization) -> training_curve.png.
 
-Stage 1 (docs/train_tiny.yaml): docs/default_model/metrics.jsonl; stage 2, the fine-tune
-(docs/train_tiny_finetune.yaml): docs/default_model/metrics_finetune.jsonl, drawn after it.
+Stage 1 (train_tiny.yaml in this folder): metrics.jsonl; stage 2, the fine-tune
+(train_tiny_finetune.yaml): metrics_finetune.jsonl, drawn after it.
 
-    python docs/default_model/plot_curve.py
+    python docs/default_model/session2/plot_curve.py
 """
 
 import json
