@@ -563,7 +563,8 @@ def test_fake_node_declares_parameters_publishers_and_subscriptions(fake_ros):
         assert node.descriptors["update_rate_hz"].dynamic_typing and not node.descriptors["queue_size"].dynamic_typing
         assert node.params.update_rate_hz == 2.0 and node.params.cameras == ("a", "b", "c")
         assert set(node.pubs) == {"/lrm4d/gaussians", "/lrm4d/gaussians/forecast_500ms", "/lrm4d/gaussians/forecast_1000ms",
-                                  "/lrm4d/gaussians_4d", "/lrm4d/gaussians/dynamic", "/lrm4d/motion_markers", "/diagnostics"}
+                                  "/lrm4d/gaussians_4d", "/lrm4d/gaussians/dynamic", "/lrm4d/motion_markers",
+                                  "/lrm4d/moving_objects", "/diagnostics"}
         assert node.pubs["/lrm4d/gaussians"].qos.reliability == "RELIABLE"
         assert node.pubs["/diagnostics"].qos.reliability == "RELIABLE"
         subs = fake_ros.subscriptions
