@@ -43,20 +43,10 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 
 
 def _read_clouds(bag: Path, topic: str) -> list[tuple[int, dict[str, np.ndarray]]]:
-    from rosbags.highlevel import AnyReader
-
     from .convert import pointcloud2_to_arrays, stamp_to_ns
-    from .msgdefs import make_typestore
+    from .export import read_topic
 
-    out = []
-    with AnyReader([bag], default_typestore=make_typestore()) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        if not conns:
-            raise ValueError(f"{bag} has no {topic}; topics: {sorted({c.topic for c in reader.connections})}")
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            out.append((stamp_to_ns(msg.header.stamp), pointcloud2_to_arrays(msg)))
-    return out
+    return [(stamp_to_ns(msg.header.stamp), pointcloud2_to_arrays(msg)) for msg in read_topic(bag, topic)]
 
 
 def check_replay(out_bag: str | Path, gt_dir: str | Path, distance: float = 0.05, moving_speed: float = 0.2,
@@ -136,21 +126,18 @@ def check_objects(out_bag: str | Path, gt, moving_speed: float = 0.2, topic: str
     object's (its box centre's) velocity and to the mean velocity of its visible surface (these
     differ for spinning, rolling and limbed movers; the published velocity estimates the second).
     None when the bag or the ground truth has no objects."""
-    from rosbags.highlevel import AnyReader
-
     from .convert import stamp_to_ns
-    from .msgdefs import make_typestore
+    from .export import read_topic
 
     path = Path(gt.scene.root) / "objects.json"
     if not path.is_file():
         return None
     truth = json.loads(path.read_text(encoding="utf-8"))
     frame_ns, base = int(truth["frame_ns"]), int(gt.index["stamp_base_ns"])
-    with AnyReader([Path(out_bag)], default_typestore=make_typestore()) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        if not conns:
-            return None
-        msgs = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
+    try:
+        msgs = read_topic(out_bag, topic)
+    except ValueError:  # a bag from before moving objects were published
+        return None
     true_n = found = published = 0
     centre_err, vel_err, surf_err = [], [], []
     for msg in msgs:

@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
 import torch
 
 from lrm4d_core.gaussians import Gaussians3D, Gaussians4D
@@ -22,25 +24,27 @@ from lrm4d_core.io.ply import write_gaussian_ply, write_point_cloud
 from .convert import gaussian_cloud4d_to_gaussians, stamp_to_ns
 from .msgdefs import GAUSSIAN_CLOUD4D, make_typestore
 
-__all__ = ["read_gaussian_clouds", "gaussians_at", "export_main", "view_main", "add_export_arguments", "add_view_arguments"]
+__all__ = ["read_topic", "read_gaussian_clouds", "gaussians_at", "export_main", "view_main", "add_export_arguments", "add_view_arguments"]
 
 TOPIC = "/lrm4d/gaussians_4d"
 
 
-def read_gaussian_clouds(bag: str | Path, topic: str = TOPIC) -> list[tuple[int, Gaussians4D]]:
-    """Every (window end stamp ns, Gaussians4D) on `topic` of a rosbag2, in bag order."""
+def read_topic(bag: str | Path, topic: str, msgtype: str | None = None) -> list[Any]:
+    """Every message on `topic` of a rosbag2 (of type `msgtype` if given), decoded, in bag order;
+    ValueError naming the topics there are when it has none."""
     from rosbags.highlevel import AnyReader
 
-    typestore = make_typestore()
-    out = []
-    with AnyReader([Path(bag)], default_typestore=typestore) as reader:
-        conns = [c for c in reader.connections if c.topic == topic and c.msgtype == GAUSSIAN_CLOUD4D]
+    with AnyReader([Path(bag)], default_typestore=make_typestore()) as reader:
+        conns = [c for c in reader.connections if c.topic == topic and msgtype in (None, c.msgtype)]
         if not conns:
-            raise ValueError(f"{bag} has no {topic} ({GAUSSIAN_CLOUD4D}); topics: {sorted({c.topic for c in reader.connections})}")
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            out.append((stamp_to_ns(msg.header.stamp), gaussian_cloud4d_to_gaussians(msg)))
-    return out
+            raise ValueError(f"{bag} has no {topic}{f' ({msgtype})' if msgtype else ''}; "
+                             f"topics: {sorted({c.topic for c in reader.connections})}")
+        return [reader.deserialize(raw, conn.msgtype) for conn, _, raw in reader.messages(connections=conns)]
+
+
+def read_gaussian_clouds(bag: str | Path, topic: str = TOPIC) -> list[tuple[int, Gaussians4D]]:
+    """Every (window end stamp ns, Gaussians4D) on `topic` of a rosbag2, in bag order."""
+    return [(stamp_to_ns(msg.header.stamp), gaussian_cloud4d_to_gaussians(msg)) for msg in read_topic(bag, topic, GAUSSIAN_CLOUD4D)]
 
 
 def gaussians_at(g: Gaussians4D, t: float, inference_filter: bool = True) -> Gaussians3D:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrm4d_core.data.rigs import look_at
 from lrm4d_core.cameras import Cameras, SceneNormalization, pixel_rays
 from lrm4d_core.environment import Environment, composite, sh_basis
 from lrm4d_core.gaussians import Gaussians4D
@@ -16,16 +17,6 @@ from lrm4d_core.model.config import ModelConfig, preset
 from lrm4d_core.model.lrm4d import LRM4D
 from lrm4d_core.model.prior import PriorConstants, depth_prior, input_time_gap
 from lrm4d_core.train.losses import implied_velocity, opacity_loss, velocity_loss
-
-
-def _look_at(eye, target) -> np.ndarray:
-    z = np.asarray(target, float) - np.asarray(eye, float)
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, np.cross(z, x), z, eye
-    return m
 
 
 def _cams(poses, size=8, f=8.0) -> Cameras:
@@ -50,7 +41,7 @@ def test_constant_environment_and_compositing():
     env = Environment.constant((0.2, 0.5, 0.9), degree=3)
     d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
     assert torch.allclose(env.color(d), torch.tensor([0.2, 0.5, 0.9]).expand(50, 3), atol=1e-6)
-    cams = _cams([_look_at([3.0, 0, 0], [0, 0, 0])], size=4)
+    cams = _cams([look_at([3.0, 0, 0], [0, 0, 0])], size=4)
     color, alpha = torch.rand(1, 4, 4, 3) * 0.3, torch.rand(1, 4, 4, 1)
     out = composite(color, alpha, cams, env)
     assert torch.allclose(out, color + (1 - alpha) * torch.tensor([0.2, 0.5, 0.9]), atol=1e-6)
@@ -60,7 +51,7 @@ def test_depth_prior_inward_is_the_plane_through_the_centre_and_outward_the_grou
     const = PriorConstants()
     # inward: two cameras 2.5 units from the origin looking at it -> every prior point lies on the
     # plane through the origin orthogonal to its camera's axis
-    poses = [_look_at([2.5, 0.3, 0.4], [0, 0, 0]), _look_at([-1.0, 2.2, -0.6], [0, 0, 0])]
+    poses = [look_at([2.5, 0.3, 0.4], [0, 0, 0]), look_at([-1.0, 2.2, -0.6], [0, 0, 0])]
     cams = _cams(poses)
     depth = depth_prior(cams, 1, torch.tensor([1.0]), const)[0]
     o, d = pixel_rays(cams)
@@ -68,7 +59,7 @@ def test_depth_prior_inward_is_the_plane_through_the_centre_and_outward_the_grou
     axes = cams.cam_to_world[:, :3, 2]
     assert torch.allclose((points * axes[:, None, None, :]).sum(-1), torch.zeros(2, 8, 8, dtype=torch.float64), atol=1e-9)
     # outward: cameras near the origin looking horizontally at height 0.08 (1.6 m at 20 m per unit)
-    poses = [_look_at([0.05 * k, 0.0, 0.08], [1.0 + 0.05 * k, 0.2 * k, 0.08]) for k in range(3)]
+    poses = [look_at([0.05 * k, 0.0, 0.08], [1.0 + 0.05 * k, 0.2 * k, 0.08]) for k in range(3)]
     cams = _cams(poses)
     depth = depth_prior(cams, 1, torch.tensor([20.0]), const)[0]
     o, d = pixel_rays(cams)
@@ -94,7 +85,7 @@ def test_untrained_prior_model_is_the_heuristic_reconstruction():
     with torch.no_grad():
         model.pixel_head.weight.zero_()
         model.env_head.weight.zero_()
-    poses = [_look_at([2.5 * math.cos(a), 2.5 * math.sin(a), 0.3], [0, 0, 0]) for a in (0.0, 1.5, 3.0)]
+    poses = [look_at([2.5 * math.cos(a), 2.5 * math.sin(a), 0.3], [0, 0, 0]) for a in (0.0, 1.5, 3.0)]
     cams = _cams(poses, size=16, f=16.0).to(dtype=torch.float32)
     images = torch.rand(1, 3, 3, 16, 16)
     images[0, 1, :, :4, :] = 1.0  # background-coloured rows
@@ -125,7 +116,7 @@ def test_spec_parametrization_and_old_checkpoint_configs_still_load():
     assert old.parametrization == "spec" and not old.environment and old.background == (1.0, 1.0, 1.0)
     assert ModelConfig.from_dict(preset("tiny").to_dict()) == preset("tiny")
     model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2, image_size=(16, 16), parametrization="spec", environment=False))
-    cams = _cams([_look_at([2.5, 0, 0], [0, 0, 0])], size=16, f=16.0).to(dtype=torch.float32)
+    cams = _cams([look_at([2.5, 0, 0], [0, 0, 0])], size=16, f=16.0).to(dtype=torch.float32)
     out = model(torch.rand(1, 1, 3, 16, 16), cams, torch.zeros(1, 1), with_environment=True)
     assert out.environment is None and out.gaussians.means.shape == (1, 256, 4)
     with pytest.raises(ValueError, match="parametrization"):
@@ -166,7 +157,7 @@ def test_reconstruct_passes_the_scene_scale_to_the_outward_prior():
     model = LRM4D(cfg).eval()
     with torch.no_grad():
         model.pixel_head.weight.zero_()
-    poses = [_look_at([0.5 * k, 0.0, 1.6], [10.0, 3.0 * k, 1.6]) for k in range(3)]
+    poses = [look_at([0.5 * k, 0.0, 1.6], [10.0, 3.0 * k, 1.6]) for k in range(3)]
     cams = _cams(poses, size=16, f=16.0)
     images = [np.full((16, 16, 3), 100, np.uint8)] * 3
     for scale in (20.0, 7.0):

@@ -8,21 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from lrm4d_core.data.rigs import look_at
 from lrm4d_core.cameras import Cameras, pixel_rays
 from lrm4d_core.eval.geometry import scene_extent, surface_fraction, surface_points
 from lrm4d_core.eval.metrics import depth_errors, masked_psnr, masked_ssim
 from lrm4d_core.eval.references import SceneInfo, SplatSettings, heuristic_ray_depth, splat_gaussians, true_ray_depth
 from lrm4d_core.gaussians import Gaussians3D
-
-
-def _look_at(eye, target) -> np.ndarray:
-    z = np.asarray(target, float) - np.asarray(eye, float)
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, np.cross(z, x), z, eye
-    return m
 
 
 def _cams(poses, size=10, f=9.0) -> Cameras:
@@ -34,7 +25,7 @@ def test_heuristic_depth_ground_plane_else_box_and_background_dropped():
     torch.manual_seed(0)
     box = np.array([[-6.0, -6.0, -0.5], [6.0, 6.0, 5.0]])
     scene = SceneInfo(box, np.array([0.0, 0.0, 1.0, 0.0]), None)
-    cams = _cams([_look_at([3.0, 1.0, 2.0], [0.0, 0.0, 1.6]), _look_at([-2.0, 0.0, 1.5], [0.0, 1.0, 0.0])])
+    cams = _cams([look_at([3.0, 1.0, 2.0], [0.0, 0.0, 1.6]), look_at([-2.0, 0.0, 1.5], [0.0, 1.0, 0.0])])
     images = torch.rand(2, 3, 10, 10)
     depth, keep = heuristic_ray_depth(images, cams, scene)
     o, d = pixel_rays(cams)
@@ -55,7 +46,7 @@ def test_heuristic_depth_ground_plane_else_box_and_background_dropped():
 
 
 def test_true_depth_back_projects_to_the_depth_map_and_splats_follow_their_settings():
-    cams = _cams([_look_at([3.0, 1.0, 2.0], [0.0, 0.0, 0.0]), _look_at([0.0, -3.0, 1.0], [0.0, 0.0, 0.5])])
+    cams = _cams([look_at([3.0, 1.0, 2.0], [0.0, 0.0, 0.0]), look_at([0.0, -3.0, 1.0], [0.0, 0.0, 0.5])])
     z = torch.rand(2, 10, 10, dtype=torch.float64) * 3 + 1
     z[1, 4, 4] = math.inf
     scene = SceneInfo(np.array([[-1.0, -1, -1], [1, 1, 1]]), None, (1.0, 1.0, 1.0))

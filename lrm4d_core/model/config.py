@@ -168,18 +168,12 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {unknown}")
         data = dict(data)
-        if "activation" in data:
-            act = data["activation"]
-            act_known = {f.name for f in dataclasses.fields(GaussianActivation)}
-            if not isinstance(act, dict) or set(act) - act_known:
-                raise ValueError(f"bad activation entry {act!r}; allowed keys {sorted(act_known)}")
-            data["activation"] = GaussianActivation(**act)
-        if "prior" in data:
-            prior = data["prior"]
-            prior_known = {f.name for f in dataclasses.fields(PriorConstants)}
-            if not isinstance(prior, dict) or set(prior) - prior_known:
-                raise ValueError(f"bad prior entry {prior!r}; allowed keys {sorted(prior_known)}")
-            data["prior"] = PriorConstants(**prior)
+        for key, cls in (("activation", GaussianActivation), ("prior", PriorConstants)):
+            if key in data:
+                value, allowed = data[key], {f.name for f in dataclasses.fields(cls)}
+                if not isinstance(value, dict) or set(value) - allowed:
+                    raise ValueError(f"bad {key} entry {value!r}; allowed keys {sorted(allowed)}")
+                data[key] = cls(**value)
         return ModelConfig(**data)
 
     def replace(self, **overrides: Any) -> ModelConfig:
