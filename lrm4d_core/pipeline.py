@@ -4,10 +4,12 @@
     products = rec.process(window)        # a stream.Window
     products.cloud                        # Gaussians3D at the newest stamp, fixed frame
     products.forecasts[0.5]               # Gaussians3D half a second beyond the window
-    products.renders                      # predicted views: every input camera, virtual cameras
+    products.renders                      # predicted views (colour and depth): every input camera, virtual cameras
+    products.dynamic, products.objects    # the moving part: Gaussians above a speed, grouped into objects
 
-Time inside: seconds relative to the window end (0 = newest stamp, negative = past). Every
-product is stamped with the window end (the newest source stamp), so RViz can place it with TF.
+Time inside: seconds relative to the window end (0 = newest stamp, negative = past). Products
+carry the window end (the newest source stamp); the shells stamp each output with the time it
+shows (window end, or window end + horizon for forecasts and future views; `shell.OutputEncoder`).
 """
 
 from __future__ import annotations
