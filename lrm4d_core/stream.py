@@ -75,9 +75,12 @@ class WindowConfig:
         jump_back_s: a step older than the newest by more than this is a backwards time jump (a looping
             bag or a restarted clock): the window resets. Must be >= duration_s, so that a frame that is
             merely late is dropped as late rather than taken for a jump. A clock that steps back by
-            less than this but by more than the window (before the window's start) also resets the
-            window, on the second such step in a row: one straggling frame is late, two in a row
-            are a clock that went back (a short bag looping, whatever its length).
+            less than this also resets the window once it is clearly a clock and not stragglers:
+            on the second step in a row before the window's start (one straggling group is late, two
+            in a row are a clock that went back), or on the third step in a row before the newest
+            stamp, with rising stamps, that is not a lagging camera's part of a buffered group (a
+            clock running forward in the past: a bag shorter than the window looping, whose
+            repeated stamps would otherwise all be duplicates).
         min_steps: do not emit before this many time steps are buffered.
     """
 
@@ -123,6 +126,7 @@ class WindowBuffer:
         self._next_index = 0
         self._last_emit_ns: int | None = None
         self._behind_streak = 0  # consecutive steps older than the window's start
+        self._not_newer: list[int] = []  # the last two of consecutive replayed-looking steps' stamps
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ input
@@ -136,12 +140,17 @@ class WindowBuffer:
         stamp = max(f.stamp_ns for f in frames)
         newest = self._steps[-1].stamp_ns if self._steps else None
         back = newest is not None and (newest - stamp > self.config.jump_back_s * NS or (
-            stamp < self._oldest_allowed(newest) and self._behind_streak >= 1))
+            stamp < self._oldest_allowed(newest) and self._behind_streak >= 1) or (
+            self._looks_replayed(stamp, newest, frames) and self._clock_runs_in_the_past(stamp)))
         if back:
             log.warning("time jumped back by %.3f s: resetting the window", (newest - stamp) / NS)
             self.reset()
             self.counters["time_jump_resets"] += 1
             newest = None
+        if newest is not None and self._looks_replayed(stamp, newest, frames):
+            self._not_newer = self._not_newer[-1:] + [stamp]
+        else:
+            self._not_newer.clear()
         if newest is not None and stamp < self._oldest_allowed(newest):
             self.counters["late_dropped"] += len(frames)
             self._behind_streak += 1
@@ -162,6 +171,20 @@ class WindowBuffer:
         self._steps.clear()
         self._last_emit_ns = None
         self._behind_streak = 0
+        self._not_newer.clear()
+
+    def _looks_replayed(self, stamp: int, newest: int, frames: Sequence[Frame]) -> bool:
+        """Older than the newest step and not the late part of a buffered group (a lagging camera
+        merging its frames into steps already seen is normal, not a clock going back)."""
+        if stamp >= newest:
+            return False
+        existing = next((s for s in self._steps if s.stamp_ns == stamp), None)
+        return existing is None or all(f.camera in existing.frames for f in frames)
+
+    def _clock_runs_in_the_past(self, stamp: int) -> bool:
+        """Two steps in a row before the newest, and this third one, with rising stamps."""
+        last = self._not_newer[-2:]
+        return len(last) == 2 and last[0] < last[1] < stamp
 
     # ------------------------------------------------------------------ internals
     def _oldest_allowed(self, newest_ns: int) -> int:

@@ -332,3 +332,21 @@ def test_pipeline_and_eval_render_the_same_image(data, model):
     assert np.abs(view.image.astype(int) - expected.astype(int)).max() <= 1
     assert np.abs(expected.astype(int) - 255).max() > 40  # not a blank white image: the map shows
     assert products.reconstruction.environment is not None and end == pytest.approx(float(ex.times[last]))
+
+
+def test_an_unreadable_first_scene_is_skipped_and_reported_not_fatal(tmp_path, model):
+    """The splat references' sweep reads the first scenes of a group too: a corrupt first scene
+    must be skipped there as in the main loop, and the rest evaluated."""
+    import shutil
+
+    root = tmp_path / "object"
+    synth_dataset(root, scenes=2, rig="object", width=16, height=16, frames=4, seed=0, progress=False)
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    for png in sorted(first.rglob("*.png"))[:3]:
+        png.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    res = run.evaluate(model, root, protocols=["random"], fit=False, progress=False, figure=False)
+    assert [e["scene"] for e in res["errors"]] == [first.name]
+    cell = res["groups"]["object"]["results"]["random"]["methods"]
+    assert math.isfinite(cell["model"]["psnr"]) and math.isfinite(cell["splats_heuristic"]["psnr"])
+    assert cell["model"]["num_images"] > 0
+    shutil.rmtree(root)

@@ -125,3 +125,42 @@ def test_a_short_loop_resets_the_window_whatever_jump_back_s_says():
     second = feed(buf, np.arange(0.1, 4.8, 0.1))  # the loop: stamps start again 4.7 s back
     assert buf.counters["time_jump_resets"] == 1
     assert len(second) >= len(first) - 2 and second[-1].end_ns == int(round(4.7 * NS))
+
+
+@pytest.mark.parametrize("length_s", [1.5, 0.8])
+def test_a_bag_shorter_than_the_window_looping_keeps_windows_coming(length_s):
+    """Looped stamps of a bag shorter than the window are all inside it (duplicates): no step is
+    late and none jumps back by jump_back_s, so only rising stamps at or before the newest show
+    the clock went back. Windows must come on every pass, not only the first."""
+    buf = WindowBuffer(WindowConfig(duration_s=2.0, update_period_s=0.5, min_steps=2, jump_back_s=5.0), CAMS)
+    stamps = np.round(np.arange(0.0, length_s, 0.1), 3)
+    per_pass = []
+    for _ in range(4):
+        before = buf.counters["windows"]
+        ends = [w.end_ns for w in feed(buf, stamps)]
+        per_pass.append(buf.counters["windows"] - before)
+        assert ends and max(ends) > int(round((stamps[-1] - 0.5) * NS))  # up to the pass's end
+    assert min(per_pass) >= 1, per_pass
+    assert buf.counters["time_jump_resets"] == 3
+    # each reset costs the first two looped steps (kept as duplicates or out of order), nothing more
+    assert buf.counters["duplicate_dropped"] <= 3 * 2 * len(CAMS)
+
+
+def test_stragglers_and_a_lagging_camera_do_not_reset_the_window():
+    """Late groups with falling stamps are stragglers, and a camera whose frames always arrive a
+    few steps late merges them into buffered groups with rising stamps: neither is a clock going
+    back (the window keeps its steps and every lagging frame)."""
+    buf = WindowBuffer(WindowConfig(duration_s=2.0, update_period_s=0.0, min_steps=1, max_views=99,
+                                    selection="all"), CAMS)
+    feed(buf, np.arange(0.0, 3.0, 0.1))
+    buf.add_step(step(2.55))
+    buf.add_step(step(2.45))
+    assert buf.counters["out_of_order"] == 2
+    lagging = WindowBuffer(buf.config, CAMS)
+    for t in np.arange(0.0, 3.0, 0.1):
+        lagging.add_step(step(t, cams=("front", "left")))
+        if t >= 0.3:
+            lagging.add_step(step(t - 0.3, cams=("right",)))  # three steps behind, rising
+    assert buf.counters["time_jump_resets"] == lagging.counters["time_jump_resets"] == 0
+    w = lagging.add_step(step(3.0))
+    assert w is not None and sum(f.camera == "right" for f in w.frames) == 18

@@ -287,9 +287,16 @@ def evaluate(
         """The splat references' settings for (group, protocol): the best of the sweep on its first examples."""
         if (g, p) not in sweeps:
             grp = groups[g]
-            first = [i for i in range(len(grp["dirs"])) if p in grp["applicable"][i]][:2]
-            exs = [example_from_batch(dataset(g, p)[i]) for i in first]
-            sweeps[(g, p)] = choose_sweep(exs, [scene_info(grp["metas"][i]) for i in first], render_targets)
+            exs, infos = [], []
+            for i in (i for i in range(len(grp["dirs"])) if p in grp["applicable"][i]):
+                try:  # an unreadable scene is skipped (and reported by the main loop), not fatal here
+                    exs.append(example_from_batch(dataset(g, p)[i]))
+                except (SceneFormatError, ValueError, OSError):
+                    continue
+                infos.append(scene_info(grp["metas"][i]))
+                if len(exs) == 2:
+                    break
+            sweeps[(g, p)] = choose_sweep(exs, infos, render_targets)
         return sweeps[(g, p)][0]
 
     bar = tqdm(units, desc="eval", unit="example", dynamic_ncols=True, disable=not progress)
@@ -355,7 +362,7 @@ def evaluate(
                     held += [x for x, h in zip(v, r["held_out"]) if h and x is not None]
             out[metric] = _mean(vals) if vals else None
             out[metric + "_held_out"] = _mean(held) if held else None
-        depth = [r["depth"][m] for r in rows if r.get("depth", {}).get(m)]
+        depth = [d for r in rows if (d := r.get("depth", {}).get(m)) and d["pixels"] > 0]
         pixels = sum(d["pixels"] for d in depth)
         for key in ("abs_rel", "delta_1_25"):
             out[key] = sum(d[key] * d["pixels"] for d in depth) / pixels if pixels else None
