@@ -66,6 +66,10 @@ class StartupError(RuntimeError):
         self.exit_code = exit_code
 
 
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.VOLATILE)
+
+
 def qos_profile(kind: str, depth: int) -> QoSProfile:
     """'sensor_data': best effort, volatile, keep last `depth`; 'reliable': reliable, volatile."""
     return QoSProfile(
@@ -242,7 +246,10 @@ class ReconstructionNode(Node):
             pub = self._outputs.get(topic)
             if pub is None:
                 name = topic if topic.startswith("/") else f"~/{topic}"  # /tf and /diagnostics are absolute
-                pub = self.create_publisher(RclpyFactory.message_class(typename), name, self._out_qos)
+                # /tf as tf2's TransformBroadcaster publishes it (reliable, depth 100), whatever
+                # output_qos says: tf2 listeners and RViz subscribe reliably and would miss best effort
+                qos = TF_QOS if topic == self.encoder.topics.tf else self._out_qos
+                pub = self.create_publisher(RclpyFactory.message_class(typename), name, qos)
                 self._outputs[topic] = pub
             return pub
 

@@ -72,7 +72,12 @@ class ReplaySummary:
         """One line on why nothing was reconstructed (for a replay that produced no window)."""
         if self.frames_in == 0:
             return "the bag has no messages on the camera topics"
-        frame_drops = {k: v for k, v in self.drops.items() if not k.startswith("tf_ignored/")}
+        failed = self.drops.get("reconstruction_failed", 0)
+        if failed:  # windows were made but none came out: that is the reason, not the frames
+            return (f"all {failed} window(s) failed to reconstruct: "
+                    + self.drop_examples.get("reconstruction_failed", "reconstruction_failed"))
+        not_frames = ("tf_ignored/", "bad_camera_info", "publish_failed")  # TF entries, CameraInfo messages
+        frame_drops = {k: v for k, v in self.drops.items() if not k.startswith(not_frames)}
         if not frame_drops:
             return f"{self.frames_in} frames read but no window completed (too few time steps for min_steps?)"
         top = max(frame_drops, key=frame_drops.get)
@@ -201,6 +206,14 @@ class _BagSource:
             self.reader.close()
 
 
+def _is_rosbag2_dir(path: Path) -> bool:
+    """What `--overwrite` may delete: a folder holding metadata.yaml and storage files, nothing else."""
+    if not path.is_dir() or not (path / "metadata.yaml").is_file():
+        return False
+    suffixes = (".yaml", ".mcap", ".db3", ".db3-shm", ".db3-wal", ".zstd")
+    return all(p.is_file() and p.name.endswith(suffixes) for p in path.iterdir())
+
+
 def replay(
     in_bag: str | Path,
     out_bag: str | Path,
@@ -226,9 +239,12 @@ def replay(
     if out_bag.exists():
         if not overwrite:
             raise ReplayError(f"{out_bag} exists; choose a new output path or pass --overwrite")
-        if in_bag.resolve() == out_bag.resolve():
-            raise ReplayError(f"{out_bag} is the input bag; choose another output path")
-        shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
+        if out_bag.resolve() == in_bag.resolve() or out_bag.resolve() in in_bag.resolve().parents:
+            raise ReplayError(f"{out_bag} is or holds the input bag; choose another output path")
+        if not _is_rosbag2_dir(out_bag):
+            raise ReplayError(f"{out_bag} is not a rosbag2 folder (metadata.yaml and bag files only); "
+                              "--overwrite replaces only bags")
+        shutil.rmtree(out_bag)
     if not out_bag.parent.is_dir():
         raise ReplayError(f"cannot write {out_bag}: directory {out_bag.parent} does not exist")
     typestore = make_typestore()

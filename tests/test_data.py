@@ -571,3 +571,24 @@ def test_dataset_with_protocols(tiny_dataset):
     b = ds[0]
     assert b["input_views"].tolist() == [0, 1, 2, 3] and b["input_frames"].tolist() == [0, 1, 2, 3]
     assert b["target_images"].shape[0] == 4 * 5
+
+
+def test_scene_pack_keeps_a_finished_pack_that_readers_use_and_rebuilds_a_stale_one(tmp_path):
+    """Two training processes build the same pack: the second must not delete the first's finished
+    pack under its readers (that made a good scene 'unreadable' for the rest of a run)."""
+    import os
+
+    from lrm4d_core.data.cache import ScenePack
+
+    synth_dataset(tmp_path / "data", scenes=1, rig="object", width=16, height=16, frames=2, seed=0, progress=False)
+    meta = load_scene(next(p for p in (tmp_path / "data").iterdir() if p.is_dir()))
+    first = ScenePack(meta, (8, 8), tmp_path / "cache")
+    inode = os.stat(first.dir / "images.npy").st_ino
+    first._build()  # what the slower process does once it has decoded everything too
+    assert os.stat(first.dir / "images.npy").st_ino == inode
+    assert not list(first.dir.parent.glob("*.tmp*")) and first.images.shape == (len(meta.images), 8, 8, 3)
+    np.testing.assert_array_equal(first.images, ScenePack(meta, (8, 8), tmp_path / "cache").images)
+    later = (first.dir / "done").stat().st_mtime + 10
+    os.utime(meta.source, (later, later))  # the scene changed after the pack was made
+    ScenePack(meta, (8, 8), tmp_path / "cache")
+    assert os.stat(first.dir / "images.npy").st_ino != inode

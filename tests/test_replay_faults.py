@@ -165,6 +165,18 @@ def test_zero_windows_exit_non_zero_and_say_why(clean, tmp_path, capsys):
     assert len(diag) == 1 and {kv.key: kv.value for kv in diag[0].status[0].values}["dropped/tf_missing"] == "60"
 
 
+def test_why_no_windows_names_window_failures_and_counts_only_frame_drops_as_frames():
+    from ros2_lrm4d.replay import ReplaySummary
+
+    failed = ReplaySummary(frames_in=60, drops={"reconstruction_failed": 3},
+                           drop_examples={"reconstruction_failed": "RuntimeError: out of memory"})
+    assert failed.why_no_windows() == "all 3 window(s) failed to reconstruct: RuntimeError: out of memory"
+    infos = ReplaySummary(frames_in=60, drops={"bad_camera_info": 40, "no_camera_info": 60, "tf_ignored/nan": 9})
+    assert infos.why_no_windows() == "all 60 frames dropped: no_camera_info"
+    some = ReplaySummary(frames_in=60, drops={"bad_camera_info": 80, "tf_missing": 12})
+    assert some.why_no_windows() == "12 of 60 frames dropped, most for tf_missing"
+
+
 def test_parameter_file_mistakes_are_one_line_errors(clean, tmp_path, capsys):
     cases = {
         "cameras: cam0": "'cameras' must be of type string_array",
@@ -293,4 +305,69 @@ def test_chunk_crcs_are_written_and_verified(clean, backend, tmp_path):
     assert result.truncated and result.frames_in < 60  # stopped at the damage, said so
     out = tmp_path / "out"
     with open(mcap_file(out), "rb") as f:
-        assert all(c.uncompressed_crc != 0 for c in StreamReader(f, validate_crcs=True, emit_chunks=True).records if isinstance(c, Chunk))
+        written = [c for c in StreamReader(f, validate_crcs=True, emit_chunks=True).records if isinstance(c, Chunk)]
+    assert written and all(c.uncompressed_crc != 0 for c in written)
+
+
+def test_a_failing_window_is_one_counted_drop_and_the_rest_are_published(clean, backend, tmp_path):
+    """Reconstruction (or encoding) raising in one window: that window is a `reconstruction_failed`
+    drop with its reason in the summary and /diagnostics; the windows before and after go out."""
+    calls = {"n": 0}
+
+    class FailsOnce:
+        model_id = "fails-once"
+
+        def reconstruct(self, images, cameras, times, scene):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("CUDA error: an illegal memory access")
+            return backend.reconstruct(images, cameras, times, scene)
+
+    summary = replay(clean.path, tmp_path / "out", params(), FailsOnce(), progress=False)
+    out = decoded(tmp_path / "out")
+    assert summary.drops["reconstruction_failed"] == 1 and calls["n"] >= 3
+    assert "illegal memory access" in summary.drop_examples["reconstruction_failed"]
+    assert len(out["/lrm4d/gaussians"]) == summary.windows == calls["n"] - 1
+    values = {kv.key: kv.value for kv in out["/diagnostics"][-1].status[0].values}
+    assert int(values["dropped/reconstruction_failed"]) == 1
+
+
+def test_a_full_disk_stops_the_replay_with_a_closed_readable_bag(clean, backend, tmp_path, monkeypatch):
+    """The bag writer raising OSError (ENOSPC) mid-run: the replay stops saying why, and what was
+    written before is a closed bag that another library reads back."""
+    import errno
+
+    from rosbags.rosbag2 import Writer
+
+    real = Writer.write
+    written = {"n": 0}
+
+    def fills_up(self, conn, stamp, data):
+        written["n"] += 1
+        if written["n"] > 40:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, conn, stamp, data)
+
+    monkeypatch.setattr(Writer, "write", fills_up)
+    summary = replay(clean.path, tmp_path / "out", params(), backend, progress=False)
+    monkeypatch.setattr(Writer, "write", real)
+    assert "No space left on device" in summary.stopped
+    out = decoded(tmp_path / "out")  # mcap's own reader: metadata, chunks and summary are whole
+    assert (tmp_path / "out" / "metadata.yaml").is_file() and sum(len(v) for v in out.values()) == 40
+
+
+def test_overwrite_replaces_only_an_output_bag(clean, backend, tmp_path):
+    """`--overwrite` must never delete the input bag (or a folder holding it) or a folder that is
+    not a rosbag2 output."""
+    from ros2_lrm4d.replay import ReplayError
+
+    inside = tmp_path / "data"
+    inside.mkdir()
+    (inside / "notes.txt").write_text("keep me")
+    with pytest.raises(ReplayError, match="not a rosbag2 folder"):
+        replay(clean.path, inside, params(), backend, progress=False, overwrite=True)
+    with pytest.raises(ReplayError, match="holds the input bag"):
+        replay(clean.path, clean.path.parent, params(), backend, progress=False, overwrite=True)
+    with pytest.raises(ReplayError, match="holds the input bag"):
+        replay(clean.path, clean.path, params(), backend, progress=False, overwrite=True)
+    assert (inside / "notes.txt").read_text() == "keep me" and (clean.path / "metadata.yaml").is_file()

@@ -64,13 +64,17 @@ class ScenePack:
         self.meta = meta
         self.size = (int(size[0]), int(size[1]))
         self.dir = _pack_dir(Path(cache_dir), meta, self.size)
-        done = self.dir / "done"
-        if not done.is_file() or done.stat().st_mtime < meta.source.stat().st_mtime:
+        if not self._fresh():
             self._build()
         self.images = np.load(self.dir / "images.npy", mmap_mode="r")
         self.depth = self._optional("depth")
         self.mask = self._optional("mask")
         self.velocity = self._optional("velocity")
+
+    def _fresh(self) -> bool:
+        """A finished pack no older than the scene it was made from."""
+        done = self.dir / "done"
+        return done.is_file() and done.stat().st_mtime >= self.meta.source.stat().st_mtime
 
     def _optional(self, name: str) -> np.ndarray | None:
         path = self.dir / f"{name}.npy"
@@ -91,9 +95,12 @@ class ScenePack:
         if all(r.velocity for r in recs):
             np.save(tmp / "velocity.npy", np.stack([resize_map(read_velocity(meta, r), size) for r in recs]).astype(np.float16))
         (tmp / "done").write_text("ok\n")
-        if self.dir.exists():
+        if self._fresh():  # another process finished the same pack first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)  # (its readers may have it open already)
+            return
+        if self.dir.exists():  # unfinished, or made from an older version of the scene
             shutil.rmtree(self.dir, ignore_errors=True)
         try:
             os.replace(tmp, self.dir)
-        except OSError:  # another process finished the same pack first: keep theirs
+        except OSError:  # the other process won the race between the check and the rename
             shutil.rmtree(tmp, ignore_errors=True)

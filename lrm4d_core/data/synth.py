@@ -286,7 +286,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=None, help="image width (overrides --size)")
     parser.add_argument("--height", type=int, default=None, help="image height (overrides --size)")
     parser.add_argument("--frames", type=int, default=24, help="frames per scene (default 24)")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate (default 12 object, 10 driving)")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate (default 12 object, 10 driving and workspace)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     parser.add_argument("--start", type=int, default=0, help="index of the first scene (to extend or shard a dataset)")
     parser.add_argument("--views", type=_parse_views, default=None, metavar="C,M,R", help="object rig: canonical, moving, random-orbit view counts (default 4,2,2)")
