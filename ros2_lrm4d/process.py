@@ -22,6 +22,8 @@ from typing import Any, Callable, Sequence
 
 __all__ = ["run"]
 
+log = logging.getLogger(__name__)
+
 
 def run(
     make_node: Callable[[], Any],
@@ -67,6 +69,13 @@ def run(
         pass
     except errors as err:
         code = handler(err)
+    except Exception:  # noqa: BLE001
+        # Ctrl-C: rclpy's signal thread shuts the context down while the executor builds its wait
+        # set, which then raises RCLError ("the given context is not valid") instead of
+        # ExternalShutdownException (a race seen in a live-node launch test). A clean stop too.
+        if rclpy.ok():
+            raise
+        log.info("stopped: the ROS context was shut down while spinning")
     finally:
         _ignore_sigint()  # stopping is bounded: more Ctrl-C must not cut it half-way
         try:

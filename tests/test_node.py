@@ -499,7 +499,7 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
         return m
 
     rclpy = module("rclpy", init=lambda args=None: state.calls.append(("init", args)),
-                   try_shutdown=lambda: state.calls.append(("try_shutdown",)))
+                   try_shutdown=lambda: state.calls.append(("try_shutdown",)), ok=lambda: state.ok)
     return {
         "rclpy": rclpy,
         "rclpy.node": module("rclpy.node", Node=Node),
@@ -698,6 +698,18 @@ def test_fake_main_exit_codes(fake_ros):
         assert exits == [0]
         fake_ros.spin = lambda: raise_(sys.modules["rclpy.executors"].ExternalShutdownException())
         assert mod.main([], restore_sigint=True) == 0
+
+        class RCLError(RuntimeError):
+            pass
+
+        # Ctrl-C shut the context down while the executor built its wait set (seen in a launch test):
+        # a clean stop; the same error with the context still up is a real failure and propagates
+        fake_ros.spin = lambda: raise_(RCLError("failed to initialize wait set: the given context is not valid"))
+        fake_ros.ok = False
+        assert mod.main([], restore_sigint=True) == 0
+        fake_ros.ok = True
+        with pytest.raises(RCLError):
+            mod.main([], restore_sigint=True)
         mod.ReconstructionNode = lambda: _node(fake_ros, original, image_transport="theora")
         fake_ros.calls.clear()
         assert mod.main(["lrm4d_node", "--ros-args"]) == 2
