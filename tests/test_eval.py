@@ -350,3 +350,16 @@ def test_an_unreadable_first_scene_is_skipped_and_reported_not_fatal(tmp_path, m
     assert math.isfinite(cell["model"]["psnr"]) and math.isfinite(cell["splats_heuristic"]["psnr"])
     assert cell["model"]["num_images"] > 0
     shutil.rmtree(root)
+
+
+def test_where_the_model_stands_in_words():
+    from lrm4d_core.eval.report import where_model_stands
+
+    def says(model, lo, hi):
+        return where_model_stands("random", {"model": {"psnr": model}, "splats_heuristic": {"psnr": lo},
+                                             "splats_true_depth": {"psnr": hi}})
+
+    assert says(18.0, 16.0, 20.0) == ("random: 18.00 dB, +2.00 dB over splats at heuristic depth, -2.00 dB from "
+                                      "splats at true depth (50% of the way from heuristic to true depth).")
+    assert says(21.0, 20.0, 20.5).endswith("+0.50 dB from splats at true depth (above the true-depth reference).")
+    assert says(15.0, 16.0, 20.0).endswith("(below the heuristic reference).")

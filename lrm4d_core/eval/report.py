@@ -71,7 +71,11 @@ def where_model_stands(protocol: str, methods: dict) -> str | None:
     text = f"{protocol}: {model:.2f} dB, {model - lo:+.2f} dB over splats at heuristic depth"
     if hi is not None:
         text += f", {model - hi:+.2f} dB from splats at true depth"
-        if hi > lo:
+        if model > hi:
+            text += " (above the true-depth reference)"
+        elif model < lo:
+            text += " (below the heuristic reference)"
+        elif hi > lo:
             text += f" ({100 * (model - lo) / (hi - lo):.0f}% of the way from heuristic to true depth)"
     return text + "."
 
