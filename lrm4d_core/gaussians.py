@@ -24,6 +24,7 @@ __all__ = [
     "GaussianActivation",
     "Gaussians3D",
     "Gaussians4D",
+    "quaternion_from_matrix",
     "left_isoclinic",
     "right_isoclinic",
     "rotation_4d",
@@ -103,7 +104,7 @@ def factor_rotation_4d(rot: Tensor) -> tuple[Tensor, Tensor]:
     return q_left, q_right
 
 
-def _quaternion_from_matrix(rot: Tensor) -> Tensor:
+def quaternion_from_matrix(rot: Tensor) -> Tensor:
     """Unit quaternion (w, x, y, z) of SO(3) matrices [..., 3, 3], robust on all branches."""
     m = rot
     trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
@@ -121,6 +122,16 @@ def _quaternion_from_matrix(rot: Tensor) -> Tensor:
     q = torch.gather(candidates, -2, best[..., None, None].expand(*candidates.shape[:-2], 1, 4))[..., 0, :]
     q = q / torch.linalg.norm(q, dim=-1, keepdim=True)
     return torch.where(q[..., :1] < 0, -q, q)
+
+
+def _refactor(a: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """A covariance factor A [..., 4, 4] (Sigma4 = A A^T, float64) -> the SPEC's (scales, q_left,
+    q_right) with R4 S S R4^T = Sigma4, by SVD; in `dtype`."""
+    u, s, _ = torch.linalg.svd(a)
+    flip = torch.linalg.det(u) < 0  # U S^2 U^T does not change if one column flips sign
+    u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
+    q_left, q_right = factor_rotation_4d(u)
+    return s.to(dtype), q_left.to(dtype), q_right.to(dtype)
 
 
 @dataclass(frozen=True)
@@ -207,7 +218,7 @@ class Gaussians3D:
         det = torch.linalg.det(evecs)
         evecs = torch.cat([evecs[..., :1] * det[..., None, None].sign(), evecs[..., 1:]], dim=-1)
         scales = evals.clamp_min(0).sqrt()
-        quats = _quaternion_from_matrix(evecs)
+        quats = quaternion_from_matrix(evecs)
         return scales.to(self.covars.dtype), quats.to(self.covars.dtype)
 
 
@@ -289,12 +300,8 @@ class Gaussians4D:
         a[:, [0, 1, 2], [0, 1, 2]] = scale_xyz.double()[:, None]
         a[:, :3, 3] = velocity.double() * scale_t.double()[:, None]
         a[:, 3, 3] = scale_t.double()
-        u, sv, _ = torch.linalg.svd(a)
-        flip = torch.linalg.det(u) < 0
-        u = torch.cat([torch.where(flip[:, None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
-        q_left, q_right = factor_rotation_4d(u)
-        dtype = means.dtype
-        return Gaussians4D(means, sv.to(dtype), q_left.to(dtype), q_right.to(dtype), opacities, colors)
+        scales, q_left, q_right = _refactor(a, means.dtype)
+        return Gaussians4D(means, scales, q_left, q_right, opacities, colors)
 
     @staticmethod
     def from_channels(channels: Tensor) -> Gaussians4D:
@@ -434,12 +441,8 @@ class Gaussians4D:
         means = self.means * gain + offset
         if math.isclose(space_scale, time_scale, rel_tol=1e-12):
             return replace(self, means=means, scales=self.scales * abs(space_scale))
-        a = self.factor().double() * gain.double()[:, None]
-        u, s, _ = torch.linalg.svd(a)
-        flip = torch.linalg.det(u) < 0  # U S^2 U^T does not change if one column flips sign
-        u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
-        q_left, q_right = factor_rotation_4d(u)
-        return replace(self, means=means, scales=s.to(dtype), q_left=q_left.to(dtype), q_right=q_right.to(dtype))
+        scales, q_left, q_right = _refactor(self.factor().double() * gain.double()[:, None], dtype)
+        return replace(self, means=means, scales=scales, q_left=q_left, q_right=q_right)
 
     def to_world(self, scene: SceneNormalization, time: TimeNormalization) -> Gaussians4D:
         """Model box and window time -> fixed frame (metres) and core time (seconds)."""

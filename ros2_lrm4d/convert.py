@@ -30,7 +30,7 @@ __all__ = [
     "image_to_rgb", "compressed_to_rgb", "camera_info_to_intrinsics", "undistort",
     "pack_rgb", "unpack_rgb", "gaussians3d_columns", "gaussians_to_pointcloud2", "pointcloud2_to_arrays",
     "gaussians4d_to_msg", "gaussian_cloud4d_to_channels", "gaussian_cloud4d_to_gaussians",
-    "stamp_to_ns", "ns_to_stamp", "quat_xyzw_to_wxyz", "quat_wxyz_to_xyzw", "matrix_to_quat_xyzw", "transform_stamped_msg",
+    "stamp_to_ns", "ns_to_stamp", "quat_xyzw_to_wxyz", "quat_wxyz_to_xyzw", "transform_stamped_msg",
 ]
 
 
@@ -472,29 +472,13 @@ def quat_wxyz_to_xyzw(q: Any) -> np.ndarray:
     return np.asarray(q)[..., [1, 2, 3, 0]]
 
 
-def matrix_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix -> unit quaternion (x, y, z, w), w >= 0 (Shepperd's method)."""
-    m = np.asarray(R, dtype=np.float64)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * np.sqrt(1.0 + tr)
-        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = np.array([0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s])
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = np.array([(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s])
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = np.array([(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s])
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
 def transform_stamped_msg(f: MessageFactory, parent: str, child: str, stamp_ns: int, T: np.ndarray) -> Any:
     """geometry_msgs/TransformStamped of the 4x4 rigid transform parent <- child."""
-    q = matrix_to_quat_xyzw(T[:3, :3])
+    import torch
+
+    from lrm4d_core.gaussians import quaternion_from_matrix
+
+    q = quat_wxyz_to_xyzw(quaternion_from_matrix(torch.from_numpy(np.asarray(T, dtype=np.float64)[:3, :3])).numpy())
     t = np.asarray(T, dtype=np.float64)[:3, 3]
     transform = f.make(
         "geometry_msgs/msg/Transform",

@@ -490,3 +490,24 @@ def test_rclpy_pointcloud2_round_trip():
     out = cv.pointcloud2_to_arrays(msg)
     np.testing.assert_array_equal(out["x"], g.means[:, 0].numpy())
     assert math.isclose(cv.stamp_to_ns(msg.header.stamp), 42)
+
+
+def test_transform_stamped_msg_matches_the_pose_by_pytransform3d(factory):
+    """The /tf pose of a predicted view: quaternion and translation of cam_to_world, checked with
+    pytransform3d's own quaternion -> matrix, including half turns (w = 0, where naive formulas fail)."""
+    from pytransform3d.rotations import matrix_from_quaternion, random_matrix
+
+    rng = np.random.default_rng(0)
+    rotations = [random_matrix(rng) for _ in range(20)] + [np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]),
+                                                          np.diag([-1.0, -1.0, 1.0]), np.eye(3)]
+    for R in rotations:
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = R, rng.normal(size=3) * 10
+        msg = cv.transform_stamped_msg(factory, "map", "lrm4d/front_optical", 1_700_000_000_500_000_000, T)
+        q = msg.transform.rotation
+        np.testing.assert_allclose(matrix_from_quaternion([q.w, q.x, q.y, q.z]), R, atol=1e-9)
+        assert q.w >= 0
+        t = msg.transform.translation
+        np.testing.assert_allclose([t.x, t.y, t.z], T[:3, 3])
+        assert (msg.header.frame_id, msg.child_frame_id) == ("map", "lrm4d/front_optical")
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_700_000_000, 500_000_000)
