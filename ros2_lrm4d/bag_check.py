@@ -93,7 +93,7 @@ def check_replay(out_bag: str | Path, gt_dir: str | Path, distance: float = 0.05
     if not rows:
         raise ValueError(f"no cloud on {topic} of {out_bag} has ground truth within half a frame of its stamp")
 
-    def mean(key, rows=rows):
+    def mean(key):
         vals = [r[key] for r in rows if r.get(key) is not None]
         return float(np.mean(vals)) if vals else None
 

@@ -18,7 +18,8 @@ every image topic has a subscriber, e.g. a node still loading its model), start_
 discovery time before the first message), tf_delay_s (0), publish_clock (false), topics ("" = all,
 else comma-separated), loop (false: when true, start over at the end; the stamps jump back, which
 the node treats as a restarted clock and resets its window, for bags of any length: a jump longer
-than `jump_back_s` at once, a shorter one that lands before the window's start on its second step),
+than `jump_back_s` at once, a shorter one that lands before the window's start on its second step,
+one inside the window (a bag shorter than the window) on its third rising step),
 exit_when_done (true).
 """
 

@@ -174,7 +174,7 @@ PARAM_DOCS: dict[str, str] = {
     "max_views": "max images per reconstruction (the model's budget)",
     "view_selection": "round_robin (cycle cameras over time), all, or latest",
     "min_steps": "time steps needed before the first reconstruction",
-    "jump_back_s": "a stamp this far behind the newest resets the window (looping bag, restarted clock); so do two steps in a row before the window's start",
+    "jump_back_s": "a stamp this far behind the newest resets the window (looping bag, restarted clock); so do two steps in a row before the window's start, and three rising steps in a row behind the newest (a bag shorter than the window looping)",
     "scene_center": "fixed model-box centre in fixed_frame [x, y, z] (used when scene_scale > 0)",
     "scene_scale": "fixed metres per model unit; 0 = estimate centre and scale per window from the cameras",
     "backend": "local (model in this process) or remote (lrm4d serve)",
