@@ -30,6 +30,10 @@ def demo_out(tmp_path_factory) -> Path:
 def test_demo_writes_every_output_and_they_parse(demo_out):
     metrics = json.loads((demo_out / "metrics.json").read_text())
     assert metrics["held_out"]["count"] > 0 and math.isfinite(metrics["held_out"]["psnr"])
+    # the model-free reference over the same targets: finite, and not the model's number
+    held = metrics["held_out"]
+    assert math.isfinite(held["mean_colour_psnr"]) and held["mean_colour_psnr"] != held["psnr"]
+    assert 0 <= held["mean_colour_ssim"] <= 1 and math.isfinite(metrics["forecast"]["mean_colour_psnr"])
     assert metrics["forecast"]["count"] > 0 and metrics["replay"]["windows"] >= 1
     sheet = Image.open(demo_out / "contact_sheet.png")
     assert sheet.size[0] > 400 and sheet.size[1] > 400
