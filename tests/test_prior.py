@@ -16,7 +16,7 @@ from lrm4d_core.gaussians import Gaussians4D
 from lrm4d_core.model.config import ModelConfig, preset
 from lrm4d_core.model.lrm4d import LRM4D
 from lrm4d_core.model.prior import PriorConstants, depth_prior, input_time_gap
-from lrm4d_core.train.losses import implied_velocity, opacity_loss, velocity_loss
+from lrm4d_core.train.losses import implied_velocity, opacity_loss, persistence_loss, velocity_loss
 
 
 def _cams(poses, size=8, f=8.0) -> Cameras:
@@ -140,6 +140,22 @@ def test_velocity_and_opacity_losses_against_manual_formulas():
     flat = target.reshape(-1, 3)
     ok = torch.isfinite(flat).all(-1)
     assert torch.allclose(velocity_loss(g, target), (v[0][ok] - flat[ok]).abs().sum(-1).mean())
+    # balanced: the mean over moving pixels and the mean over static ones, averaged
+    target[0, 0, 0] = 0.01  # two static pixels (speed below 0.05)
+    flat = target.reshape(-1, 3)
+    err = (v[0] - flat).abs().sum(-1)
+    speed = flat.norm(dim=-1)
+    moving, static = ok & (speed > 0.05), ok & (speed <= 0.05)
+    assert static.sum() == 3 and moving.sum() == 8
+    balanced = velocity_loss(g, target, moving_speed=0.05)
+    assert torch.allclose(balanced, 0.5 * (err[moving].mean() + err[static].mean()))
+    assert not torch.allclose(balanced, velocity_loss(g, target))
+    # persistence: hinge on log temporal scale, static pixels only
+    floor = torch.tensor([0.9])
+    st = g.scales[0, :, 3]
+    manual = torch.relu(torch.log(floor) - torch.log(st))[static].mean()
+    assert manual > 0 and torch.allclose(persistence_loss(g, target, floor, 0.05), manual)
+    assert persistence_loss(g, torch.full_like(target, float("nan")), floor, 0.05) == 0
     depths = torch.rand(B, V, H, W) + 1.0
     depths[0, 0, 1, :] = float("inf")
     y = torch.isfinite(depths).float().reshape(-1)

@@ -69,6 +69,13 @@ class TrainConfig:
     lambda_depth: float = 0.0
     lambda_opacity: float = 0.0
     lambda_velocity: float = 0.0
+    # velocity loss averaged over moving pixels and static pixels separately (train.losses.velocity_loss)
+    velocity_balance: bool = False
+    # true speed (model units per model time) above which an input pixel counts as moving
+    moving_speed: float = 0.05
+    # static pixels' temporal scale at least persistence_gaps input-time gaps (train.losses.persistence_loss)
+    lambda_persistence: float = 0.0
+    persistence_gaps: float = 4.0
     cache_dir: str | None = None
     input_protocols: dict[str, float] = field(default_factory=lambda: {"random": 1.0})
     init_from: str | None = None
@@ -99,7 +106,8 @@ class TrainConfig:
             problems.append("curriculum: the first stage must start at step 0")
         if self.steps < 1 or self.num_input < 1 or self.num_target < 1:
             problems.append("steps, num_input and num_target must be >= 1")
-        if min(self.lambda_depth, self.lambda_ssim, self.lambda_perceptual, self.lambda_opacity, self.lambda_velocity) < 0:
+        if min(self.lambda_depth, self.lambda_ssim, self.lambda_perceptual, self.lambda_opacity, self.lambda_velocity,
+               self.lambda_persistence) < 0:
             problems.append("loss weights (lambda_*) must be >= 0")
         from lrm4d_core.data.dataset import PROTOCOLS
 
@@ -107,6 +115,8 @@ class TrainConfig:
         if not weights or any(k != "random" and k not in PROTOCOLS for k in weights) or any(w < 0 for w in weights.values()) \
                 or sum(weights.values()) <= 0:
             problems.append(f"input_protocols: weights >= 0 (not all 0) over 'random' and {PROTOCOLS}, got {weights}")
+        if self.moving_speed < 0 or self.persistence_gaps <= 0:
+            problems.append("moving_speed must be >= 0 and persistence_gaps > 0")
         if self.max_bad_steps < 1:
             problems.append("max_bad_steps must be >= 1")
         if problems:

@@ -47,7 +47,7 @@ from lrm4d_core.model.lrm4d import LRM4D
 
 from .config import TrainConfig
 from .examples import ExampleSource
-from .losses import depth_loss, opacity_loss, render_targets, velocity_loss
+from .losses import depth_loss, opacity_loss, persistence_loss, render_targets, velocity_loss
 from .state import latest_checkpoint, load_training_state, save_training_state
 
 __all__ = ["train", "TooManyBadSteps", "prepare_batch", "render_targets", "depth_loss", "Batch", "StepTimer", "training_step"]
@@ -245,9 +245,16 @@ def training_step(
         loss = loss + cfg.lambda_opacity * o
         terms["opacity"] = o.item()
     if cfg.lambda_velocity > 0:
-        v = velocity_loss(gaussians, batch.input_velocities)
+        v = velocity_loss(gaussians, batch.input_velocities, cfg.moving_speed if cfg.velocity_balance else None)
         loss = loss + cfg.lambda_velocity * v
         terms["velocity"] = v.item()
+    if cfg.lambda_persistence > 0:
+        from lrm4d_core.model.prior import input_time_gap
+
+        floor = cfg.persistence_gaps * input_time_gap(batch.input_times)
+        p = persistence_loss(gaussians, batch.input_velocities, floor, cfg.moving_speed)
+        loss = loss + cfg.lambda_persistence * p
+        terms["persistence"] = p.item()
     if cfg.lambda_ssim > 0:
         s = ssim(pred, target).mean()
         loss = loss + cfg.lambda_ssim * (1 - s)
@@ -265,7 +272,7 @@ def draw_examples(source: ExampleSource, cfg: TrainConfig, step: int, rank: int)
 
 def example_source(cfg: TrainConfig) -> ExampleSource:
     return ExampleSource(cfg.data, cfg.num_input, cfg.num_target, with_depth=cfg.lambda_depth > 0 or cfg.lambda_opacity > 0,
-                         input_protocols=cfg.input_protocols, with_velocity=cfg.lambda_velocity > 0, cache_dir=cfg.cache_dir)
+                         input_protocols=cfg.input_protocols, with_velocity=cfg.lambda_velocity > 0 or cfg.lambda_persistence > 0, cache_dir=cfg.cache_dir)
 
 
 def train(
