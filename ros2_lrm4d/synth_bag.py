@@ -65,7 +65,8 @@ Ground truth ``<OUT>_gt/`` (next to the bag; ``gt_dir`` overrides):
 * ``objects.json``: the moving objects per frame (root objects of the scene whose bounding-box
   centre moves faster than 0.05 m/s at the frame's nominal time): name, box ``center`` and ``size``
   and the centre's ``velocity`` (m/s), in map.
-* ``gt_points.npz``: surface points: per image, up to ``points_per_image`` pixels with finite depth,
+* ``gt_points.npz``: surface points: per image, up to ``points_per_image`` pixels with finite depth
+  (0: every such pixel, for on-surface checks at a few centimetres),
   back-projected through K and cam_to_world (``z * K^-1 [u + 0.5, v + 0.5, 1]``, pixel centres at
   +0.5): ``points`` [N, 3] float32 in map, ``colors`` [N, 3] uint8, ``velocity`` [N, 3] float32
   (m/s in map: the exact velocity of that surface point), ``view`` [N], ``frame`` [N], ``time`` [N]
@@ -420,9 +421,9 @@ def _compress(rgb: np.ndarray, codec: str, quality: int) -> bytes:
 
 def _surface_points(depth: np.ndarray, rgb: np.ndarray, velocity: np.ndarray, K: np.ndarray, c2w: np.ndarray, n: int,
                     rng: np.random.Generator):
-    """Up to n pixels with finite depth, back-projected to world: (points [m, 3], colors [m, 3], velocity [m, 3])."""
+    """Up to n pixels (0: all) with finite depth, back-projected to world: (points [m, 3], colors [m, 3], velocity [m, 3])."""
     v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
-    if len(u) > n:
+    if 0 < n < len(u):
         keep = np.sort(rng.choice(len(u), size=n, replace=False))
         v, u = v[keep], u[keep]
     z = depth[v, u].astype(np.float64)
@@ -474,7 +475,7 @@ def write_synthetic_bag(
         tf_rate_hz / tf_at_image_stamps: /tf sampling (see the module docstring).
         views: object rig view counts, e.g. {"canonical": 4, "moving": 2, "random": 2} (the default).
         faults: names from FAULTS. time_jump_s: the jump of "time_jump" (default: back to the start).
-        points_per_image: surface points per image in gt_points.npz.
+        points_per_image: surface points per image in gt_points.npz (0: every pixel that sees a surface).
         gt_dir: ground-truth directory (default ``<out>_gt`` next to the bag).
         progress: tqdm bar (per image) and a one-line summary on stderr.
     """
@@ -495,6 +496,8 @@ def write_synthetic_bag(
         raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
     if width < 1 or height < 1 or frames < 1:
         raise ValueError(f"need width, height, frames >= 1, got {width}x{height}, {frames} frames")
+    if points_per_image < 0:
+        raise ValueError(f"points_per_image must be >= 0 (0: every pixel), got {points_per_image}")
     if not fps > 0 or not tf_rate_hz > 0:
         raise ValueError(f"need fps > 0 and tf_rate_hz > 0, got {fps}, {tf_rate_hz}")
     if compressed and compression not in COMPRESSIONS:
@@ -751,6 +754,8 @@ def add_arguments(parser: argparse.ArgumentParser, shared: bool = True) -> argpa
     parser.add_argument("--stamp-jitter-ms", type=float, default=2.0, help="spread of camera capture stamps per frame (default 2)")
     parser.add_argument("--fault", action="append", choices=FAULTS, default=None, help="inject a fault (repeatable)")
     parser.add_argument("--gt", default=None, metavar="DIR", help="ground-truth directory (default OUT_gt next to the bag)")
+    parser.add_argument("--gt-points", type=int, default=1000, metavar="N",
+                        help="surface points per image in the ground truth (default 1000; 0: every pixel that sees a surface)")
     return parser
 
 
@@ -767,6 +772,7 @@ def main(args: argparse.Namespace) -> int:
             args.bag, getattr(args, "rig", "driving"), seed=getattr(args, "seed", 0), width=width, height=height, frames=frames,
             fps=getattr(args, "fps", None) or DEFAULT_FPS, compressed=args.compressed, encoding=args.encoding, storage=args.storage,
             stamp_jitter_ms=args.stamp_jitter_ms, views=getattr(args, "views", None), faults=args.fault or (), gt_dir=args.gt,
+            points_per_image=args.gt_points,
             overwrite=getattr(args, "overwrite", False), progress=True,
         )
     except (FileExistsError, ValueError) as e:

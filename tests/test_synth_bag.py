@@ -481,6 +481,8 @@ def test_unknown_fault_and_bad_arguments(root):
         write_synthetic_bag(root / "x", encoding="yuv422")
     with pytest.raises(ValueError, match="frame period"):
         write_synthetic_bag(root / "x", fps=500.0)
+    with pytest.raises(ValueError, match="points_per_image"):
+        write_synthetic_bag(root / "x", points_per_image=-1)
     assert not (root / "x").exists()
 
 
@@ -526,11 +528,19 @@ def test_cli(root, capsys):
     parser = synth_bag.add_arguments(argparse.ArgumentParser())
     out = root / "cli"
     args = parser.parse_args(["--bag", str(out), "--rig", "object", "--width", "16", "--height", "12", "--frames", "2",
-                              "--compressed", "--storage", "sqlite3", "--fault", "camera_stops", "--seed", "2"])
+                              "--compressed", "--storage", "sqlite3", "--fault", "camera_stops", "--seed", "2",
+                              "--gt-points", "0"])
     assert synth_bag.main(args) == 0
     err = capsys.readouterr().err
     assert f"wrote {out} (sqlite3" in err and "camera_stops (canonical_2)" in err and "ground truth" in err
     assert (out / "cli.db3").is_file() and (root / "cli_gt" / "scene.json").is_file()
+    # --gt-points 0: every pixel that sees a surface is a ground-truth point
+    from lrm4d_core.data.format import read_depth
+
+    gt = load_ground_truth(root / "cli_gt")
+    for rec in gt.scene.images:
+        sel = (gt.points["view"] == rec.view) & (gt.points["frame"] == rec.frame)
+        assert sel.sum() == np.isfinite(read_depth(gt.scene, rec)).sum() > 0
     assert synth_bag.main(args) == 2  # exists
     assert "exists" in capsys.readouterr().err
     assert synth_bag.main(parser.parse_args(["--bag", str(root / "cli2"), "--size", "0"])) == 2
