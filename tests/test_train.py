@@ -204,7 +204,7 @@ def test_training_with_depth_loss_and_protocol_mix(tiny_data, tmp_path):
             assert sorted(frames) == [0, 1, 2, 3]
     assert kinds == {"object", "driving"}
     summary = train(config(tiny_data, tmp_path / "mix", steps=3, lambda_depth=0.5, lambda_opacity=0.1, lambda_velocity=0.2,
-                           velocity_balance=True, lambda_persistence=0.05, cache_dir=str(tmp_path / "cache"), input_protocols={"random": 1, "alternating": 1, "interpolation": 1}),
+                           velocity_balance=True, lambda_persistence=0.05, input_targets=1, cache_dir=str(tmp_path / "cache"), input_protocols={"random": 1, "alternating": 1, "interpolation": 1}),
                     progress=False)
     assert summary["steps"] == 3 and math.isfinite(summary["last_loss"])
     assert all(math.isfinite(summary[f"last_{k}"]) for k in ("depth", "opacity", "velocity", "persistence"))
@@ -251,3 +251,29 @@ def test_an_unreadable_scene_is_skipped_and_counted_never_stopping_the_run(tiny_
     train(config(tiny_data, tmp_path / "split", steps=4, **cfg), progress=False, stop_at_step=2)
     resumed = train(config(tiny_data, tmp_path / "split", steps=4, **cfg), progress=False)
     assert resumed["last_loss"] == pytest.approx(summary["last_loss"], rel=1e-5)
+
+
+def test_input_targets_append_each_examples_own_input_views(tiny_data):
+    from lrm4d_core.train.config import DataSource
+    from lrm4d_core.train.examples import ExampleSource
+    from lrm4d_core.train.loop import prepare_batch, with_input_targets
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+
+    src = ExampleSource([DataSource(str(tiny_data / "object"))], num_input=4, num_target=2)
+    examples = [src.draw(0, 0, 0, slot, (16, 16)) for slot in range(2)]
+    model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2))
+    batch = prepare_batch(examples, model, torch.device("cpu"))
+    out = with_input_targets(batch, 2)
+    assert out.target_images.shape == (2, 4, 3, 16, 16) and len(out.target_cameras) == 8
+    for b in range(2):
+        # the original targets first, then inputs 0 and 3 (evenly spaced), each with its own camera and time
+        assert torch.equal(out.target_images[b, :2], batch.target_images[b])
+        for j, i in ((2, 0), (3, 3)):
+            assert torch.equal(out.target_images[b, j], batch.input_images[b, i])
+            assert out.target_times[b, j] == batch.input_times[b, i]
+            assert torch.equal(out.target_cameras.cam_to_world[b * 4 + j], batch.input_cameras.cam_to_world[b * 4 + i])
+        assert torch.equal(out.target_cameras.cam_to_world[b * 4:b * 4 + 2], batch.target_cameras.cam_to_world[b * 2:b * 2 + 2])
+    assert with_input_targets(batch, 0) is batch
+    with pytest.raises(ValueError, match="input_targets"):
+        config(tiny_data, Path("unused"), input_targets=-1)

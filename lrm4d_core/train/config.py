@@ -57,6 +57,8 @@ class TrainConfig:
     curriculum: tuple[CurriculumStage, ...] = (CurriculumStage(0, (64, 64), 2),)
     num_input: int = 8
     num_target: int = 4
+    # also render this many input views at their own time as targets (train.loop.with_input_targets)
+    input_targets: int = 0
     lr: float = 4e-4
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05
@@ -115,6 +117,8 @@ class TrainConfig:
         if not weights or any(k != "random" and k not in PROTOCOLS for k in weights) or any(w < 0 for w in weights.values()) \
                 or sum(weights.values()) <= 0:
             problems.append(f"input_protocols: weights >= 0 (not all 0) over 'random' and {PROTOCOLS}, got {weights}")
+        if self.input_targets < 0:
+            problems.append("input_targets must be >= 0")
         if self.moving_speed < 0 or self.persistence_gaps <= 0:
             problems.append("moving_speed must be >= 0 and persistence_gaps > 0")
         if self.max_bad_steps < 1:

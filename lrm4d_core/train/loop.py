@@ -30,7 +30,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from .examples import ExampleSource
 from .losses import depth_loss, opacity_loss, persistence_loss, render_targets, velocity_loss
 from .state import latest_checkpoint, load_training_state, save_training_state
 
-__all__ = ["train", "TooManyBadSteps", "prepare_batch", "render_targets", "depth_loss", "Batch", "StepTimer", "training_step"]
+__all__ = ["train", "TooManyBadSteps", "prepare_batch", "with_input_targets", "render_targets", "depth_loss", "Batch", "StepTimer", "training_step"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,30 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         input_depths=torch.stack(depths).to(**f32) if len(depths) == len(examples) else None,
         input_velocities=torch.stack(velocities).to(**f32) if len(velocities) == len(examples) else None,
         world_scale=torch.tensor(scales, dtype=torch.float32),
+    )
+
+
+def with_input_targets(batch: Batch, count: int) -> Batch:
+    """`batch` with `count` of its input views (evenly spaced in input order, at their own time)
+    appended to every example's targets.
+
+    Why: re-rendering a seen view at its own time is what the pixel-aligned Gaussians should do
+    best, yet the other views' Gaussians (depth errors, neighbouring times) blur it; independent
+    target draws include such a view only by chance.
+    """
+    if count <= 0:
+        return batch
+    B, Vi = batch.input_times.shape
+    Vt = batch.target_times.shape[1]
+    pick = torch.linspace(0, Vi - 1, min(count, Vi)).round().long().to(batch.input_times.device)
+    cams = []
+    for b in range(B):
+        cams += [batch.target_cameras[b * Vt:(b + 1) * Vt], batch.input_cameras[b * Vi + pick]]
+    return replace(
+        batch,
+        target_images=torch.cat([batch.target_images, batch.input_images[:, pick]], dim=1),
+        target_cameras=Cameras.cat(cams),
+        target_times=torch.cat([batch.target_times, batch.input_times[:, pick]], dim=1),
     )
 
 
@@ -213,7 +237,7 @@ def training_step(
     Stages timed with `timer`: prepare, forward, render, loss.
     """
     timer = timer or StepTimer()
-    batch = prepare_batch(examples, model, device)
+    batch = with_input_targets(prepare_batch(examples, model, device), cfg.input_targets)
     timer.lap("prepare")
     ddp.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
