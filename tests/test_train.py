@@ -204,7 +204,8 @@ def test_training_with_depth_loss_and_protocol_mix(tiny_data, tmp_path):
             assert sorted(frames) == [0, 1, 2, 3]
     assert kinds == {"object", "driving"}
     summary = train(config(tiny_data, tmp_path / "mix", steps=3, lambda_depth=0.5, lambda_opacity=0.1, lambda_velocity=0.2,
-                           velocity_balance=True, lambda_persistence=0.05, input_targets=1, cache_dir=str(tmp_path / "cache"), input_protocols={"random": 1, "alternating": 1, "interpolation": 1}),
+                           velocity_balance=True, lambda_persistence=0.05, input_targets=1, cache_dir=str(tmp_path / "cache"),
+                           input_protocols={"random": 1, "alternating": 1, "interpolation": 1}),
                     progress=False)
     assert summary["steps"] == 3 and math.isfinite(summary["last_loss"])
     assert all(math.isfinite(summary[f"last_{k}"]) for k in ("depth", "opacity", "velocity", "persistence"))

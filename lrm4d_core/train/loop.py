@@ -296,7 +296,8 @@ def draw_examples(source: ExampleSource, cfg: TrainConfig, step: int, rank: int)
 
 def example_source(cfg: TrainConfig) -> ExampleSource:
     return ExampleSource(cfg.data, cfg.num_input, cfg.num_target, with_depth=cfg.lambda_depth > 0 or cfg.lambda_opacity > 0,
-                         input_protocols=cfg.input_protocols, with_velocity=cfg.lambda_velocity > 0 or cfg.lambda_persistence > 0, cache_dir=cfg.cache_dir)
+                         input_protocols=cfg.input_protocols, with_velocity=cfg.lambda_velocity > 0 or cfg.lambda_persistence > 0,
+                         cache_dir=cfg.cache_dir)
 
 
 def train(
