@@ -126,8 +126,13 @@ def quaternion_from_matrix(rot: Tensor) -> Tensor:
 
 def _refactor(a: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """A covariance factor A [..., 4, 4] (Sigma4 = A A^T, float64) -> the SPEC's (scales, q_left,
-    q_right) with R4 S S R4^T = Sigma4, by SVD; in `dtype`."""
-    u, s, _ = torch.linalg.svd(a)
+    q_right) with R4 S S R4^T = Sigma4, in `dtype`. The eigendecomposition of the symmetric
+    Sigma4 (U diag(s^2) U^T, float64) gives the same U and s as an SVD of A at about 60% of its
+    cost on a CPU, and re-factoring is most of the cost of publishing the 4D set. Squaring costs
+    precision only for extreme shapes: a scale s_min of a Gaussian whose largest is s_max comes out
+    to about 1e-16 (s_max / s_min)^2 relative error (1e-8 at a ratio of 1e4, far below float32)."""
+    evals, u = torch.linalg.eigh(a @ a.transpose(-1, -2))
+    s = evals.clamp_min(0.0).sqrt()
     flip = torch.linalg.det(u) < 0  # U S^2 U^T does not change if one column flips sign
     u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
     q_left, q_right = factor_rotation_4d(u)

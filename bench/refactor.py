@@ -1,0 +1,82 @@
+"""Re-factoring 4D covariances (`lrm4d_core.gaussians._refactor`, the cost of publishing the full
+4D set in the fixed frame) against the SVD it replaced, side by side; prints one JSON object.
+
+    python bench/refactor.py [--gaussians 50000] [--repeats 5]
+
+Both paths take the same factors A (Sigma4 = A A^T, float64) of Gaussians shaped like the model's
+in world units (spatial scales 2 mm to 0.5 m, temporal 0.05 to 2 s, random SO(4) rotations) and
+return (scales, q_left, q_right); the JSON reports the median seconds of each, their ratio, and how
+far the eigendecomposition's scales and covariances are from the SVD's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from lrm4d_core.gaussians import _refactor, factor_rotation_4d, rotation_4d
+
+
+def refactor_by_svd(a: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The previous implementation: A = U S V^T, R4 = U (one column flipped into SO(4))."""
+    u, s, _ = torch.linalg.svd(a)
+    flip = torch.linalg.det(u) < 0
+    u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
+    q_left, q_right = factor_rotation_4d(u)
+    return s.to(dtype), q_left.to(dtype), q_right.to(dtype)
+
+
+def factors(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(2, n, 4, generator=g, dtype=torch.float64), dim=-1)
+    spatial = torch.exp(torch.empty(n, 3, dtype=torch.float64).uniform_(-6.2, -0.7, generator=g))  # 2 mm .. 0.5 m
+    temporal = torch.exp(torch.empty(n, 1, dtype=torch.float64).uniform_(-3.0, 0.7, generator=g))  # 0.05 .. 2 s
+    return rotation_4d(q[0], q[1]) * torch.cat([spatial, temporal], -1)[:, None, :]
+
+
+def median_seconds(fn, a: torch.Tensor, repeats: int) -> float:
+    fn(a, torch.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(a, torch.float32)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def covariance(s: torch.Tensor, q_left: torch.Tensor, q_right: torch.Tensor) -> torch.Tensor:
+    r = rotation_4d(q_left, q_right)
+    return r @ torch.diag_embed(s * s) @ r.transpose(-1, -2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gaussians", type=int, default=50000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    a = factors(args.gaussians)
+    eigh_s = median_seconds(_refactor, a, args.repeats)
+    svd_s = median_seconds(refactor_by_svd, a, args.repeats)
+    new, old = _refactor(a, torch.float64), refactor_by_svd(a, torch.float64)
+    scale_rel = ((torch.sort(new[0], -1).values - torch.sort(old[0], -1).values).abs() / torch.sort(old[0], -1).values).max()
+    sigma = a @ a.transpose(-1, -2)
+    print(json.dumps({
+        "bench": "refactor",
+        "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()},
+        "gaussians": args.gaussians,
+        "eigh_s": round(eigh_s, 4),
+        "svd_s": round(svd_s, 4),
+        "svd_over_eigh": round(svd_s / eigh_s, 2),
+        "max_scale_rel_diff": float(scale_rel),
+        "max_cov_err_eigh": float((covariance(*new) - sigma).abs().max()),
+        "max_cov_err_svd": float((covariance(*old) - sigma).abs().max()),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
