@@ -127,8 +127,8 @@ def quaternion_from_matrix(rot: Tensor) -> Tensor:
 def _refactor(a: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """A covariance factor A [..., 4, 4] (Sigma4 = A A^T, float64) -> the SPEC's (scales, q_left,
     q_right) with R4 S S R4^T = Sigma4, in `dtype`. The eigendecomposition of the symmetric
-    Sigma4 (U diag(s^2) U^T, float64) gives the same U and s as an SVD of A at about 60% of its
-    cost on a CPU, and re-factoring is most of the cost of publishing the 4D set. Squaring costs
+    Sigma4 (U diag(s^2) U^T, float64) gives the same U and s as an SVD of A, faster on a CPU
+    (bench/refactor.py), and re-factoring is most of the cost of publishing the 4D set. Squaring costs
     precision only for extreme shapes: a scale s_min of a Gaussian whose largest is s_max comes out
     to about 1e-16 (s_max / s_min)^2 relative error (1e-8 at a ratio of 1e4, far below float32)."""
     evals, u = torch.linalg.eigh(a @ a.transpose(-1, -2))
@@ -299,7 +299,7 @@ class Gaussians4D:
         standard deviation scale_xyz [N], temporal scale_t [N], velocity [N, 3] (space units per
         time unit). Sliced at any t they are round with scale_xyz and centred at
         means[:3] + velocity (t - means[3]). Built as the factor A = [[s I, v s_t], [0, s_t]]
-        (Sigma4 = A A^T), re-factored by SVD into the SPEC's R4 S (float64)."""
+        (Sigma4 = A A^T), re-factored (`_refactor`, float64) into the SPEC's R4 S."""
         n = means.shape[0]
         a = torch.zeros(n, 4, 4, dtype=torch.float64, device=means.device)
         a[:, [0, 1, 2], [0, 1, 2]] = scale_xyz.double()[:, None]
@@ -435,7 +435,7 @@ class Gaussians4D:
         """Change of units x' = space_scale x + space_offset, t' = time_scale t + time_offset.
 
         With D = diag(s, s, s, tau), Sigma' = D A A^T D. When s != tau the old rotation does not
-        survive, so D A is re-factored by SVD (float64) into R' S' and R' into (q_l, q_r).
+        survive, so D A is re-factored (`_refactor`, float64) into R' S' and R' into (q_l, q_r).
         """
         dtype = self.means.dtype
         offset = torch.cat(

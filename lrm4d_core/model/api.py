@@ -95,7 +95,7 @@ class Reconstruction:
 
     `gaussians` (the 4D set in the caller's fixed frame, metres and seconds) is computed on first
     access: when space and time scales differ, `Gaussians4D.to_world` re-factors every 4D
-    covariance (a float64 SVD per Gaussian), which costs about as much as the forward itself on a
+    covariance (a float64 4x4 eigendecomposition per Gaussian), which costs about as much as the forward itself on a
     CPU. `slice(t)` / `forecast(t)` give world-frame 3D Gaussians without it: slicing commutes
     with the change of units (x_w = s x + c, t_w = tau t + t0), so they slice in model space at
     the model time and map the 3D result, exactly.
