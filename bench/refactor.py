@@ -19,16 +19,13 @@ import time
 
 import torch
 
-from lrm4d_core.gaussians import _refactor, factor_rotation_4d, rotation_4d
+from lrm4d_core.gaussians import _refactor, _scales_and_quaternions, rotation_4d
 
 
 def refactor_by_svd(a: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The previous implementation: A = U S V^T, R4 = U (one column flipped into SO(4))."""
+    """The previous implementation: the principal axes and scales from an SVD of A."""
     u, s, _ = torch.linalg.svd(a)
-    flip = torch.linalg.det(u) < 0
-    u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
-    q_left, q_right = factor_rotation_4d(u)
-    return s.to(dtype), q_left.to(dtype), q_right.to(dtype)
+    return _scales_and_quaternions(u, s, dtype)
 
 
 def factors(n: int, seed: int = 0) -> torch.Tensor:

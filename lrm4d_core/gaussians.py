@@ -132,8 +132,13 @@ def _refactor(a: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     precision only for extreme shapes: a scale s_min of a Gaussian whose largest is s_max comes out
     to about 1e-16 (s_max / s_min)^2 relative error (1e-8 at a ratio of 1e4, far below float32)."""
     evals, u = torch.linalg.eigh(a @ a.transpose(-1, -2))
-    s = evals.clamp_min(0.0).sqrt()
-    flip = torch.linalg.det(u) < 0  # U S^2 U^T does not change if one column flips sign
+    return _scales_and_quaternions(u, evals.clamp_min(0.0).sqrt(), dtype)
+
+
+def _scales_and_quaternions(u: Tensor, s: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Orthonormal principal axes U [..., 4, 4] (columns) and scales s [..., 4] -> (s, q_left,
+    q_right) in `dtype`, one column of U flipped where det U = -1 (U S^2 U^T does not change)."""
+    flip = torch.linalg.det(u) < 0
     u = torch.cat([torch.where(flip[..., None, None], -u[..., :1], u[..., :1]), u[..., 1:]], dim=-1)
     q_left, q_right = factor_rotation_4d(u)
     return s.to(dtype), q_left.to(dtype), q_right.to(dtype)

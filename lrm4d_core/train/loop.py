@@ -44,6 +44,7 @@ from lrm4d_core.eval.metrics import psnr, ssim
 from lrm4d_core.model.api import estimate_scene_normalization
 from lrm4d_core.model.config import preset as make_preset
 from lrm4d_core.model.lrm4d import LRM4D
+from lrm4d_core.model.prior import input_time_gap
 
 from .config import TrainConfig
 from .examples import ExampleSource
@@ -273,8 +274,6 @@ def training_step(
         loss = loss + cfg.lambda_velocity * v
         terms["velocity"] = v.item()
     if cfg.lambda_persistence > 0:
-        from lrm4d_core.model.prior import input_time_gap
-
         floor = cfg.persistence_gaps * input_time_gap(batch.input_times)
         p = persistence_loss(gaussians, batch.input_velocities, floor, cfg.moving_speed)
         loss = loss + cfg.lambda_persistence * p
