@@ -180,7 +180,10 @@ class ModelConfig:
         if isinstance(overrides.get("activation"), dict):
             overrides["activation"] = dataclasses.replace(self.activation, **overrides["activation"])
         if isinstance(overrides.get("prior"), dict):
-            overrides["prior"] = dataclasses.replace(self.prior, **overrides["prior"])
+            prior = dict(overrides["prior"])
+            if isinstance(prior.get("motion"), dict):  # a partial override keeps the other motion constants
+                prior["motion"] = dataclasses.replace(self.prior.motion, **prior["motion"])
+            overrides["prior"] = dataclasses.replace(self.prior, **prior)
         return dataclasses.replace(self, **overrides)
 
 

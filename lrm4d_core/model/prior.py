@@ -14,6 +14,9 @@ predicts corrections:
     scale_t   = time_width * gap * exp(g_scale_t)
     rotation  = normalize(q_l), normalize(q_r) around the identity (head bias)
     opacity   = sigmoid(g_opacity + logit(prior opacity))    (background-coloured pixels: near 0)
+    motion    = R4 = R_v R(q_l, q_r): where `constants.motion` is on, the rotation that makes the
+                Gaussian slice with the block-matching velocity of its pixel (`model.motion_prior`)
+                composed with the network's
 
 so a network whose head outputs zeros is exactly the heuristic-depth splat reconstruction.
 
@@ -28,7 +31,7 @@ The prior depth along each pixel ray (`depth_prior`), from the cameras alone:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import math
 
@@ -37,6 +40,8 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras
 from lrm4d_core.gaussians import SH_C0, Gaussians4D
+
+from .motion_prior import MotionPriorConstants, matched_velocity, quaternion_multiply, velocity_rotation
 
 __all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "decode_prior"]
 
@@ -56,6 +61,8 @@ class PriorConstants:
         near, far: depth bounds.
         scale_t_max: cap of the temporal scale (static content must persist over the window).
         depth_residual_max: cap of |g_xyz[0]| (the log-depth correction).
+        motion: the block-matching velocity (`model.motion_prior`; radius 0, the default of
+            checkpoints that predate it, turns it off).
     """
 
     footprint_scale: float = 0.7
@@ -68,8 +75,11 @@ class PriorConstants:
     far: float = 10.0
     scale_t_max: float = 5.0
     depth_residual_max: float = 4.0
+    motion: MotionPriorConstants = field(default_factory=MotionPriorConstants)
 
     def __post_init__(self) -> None:
+        if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
+            object.__setattr__(self, "motion", MotionPriorConstants(**self.motion))
         if not 0 < self.near < self.far or not 0 < self.opacity < 1 or min(self.footprint_scale, self.time_width, self.dome_radius) <= 0:
             raise ValueError(f"invalid prior constants {self}")
 
@@ -175,14 +185,19 @@ def decode_prior(
         ],
         dim=-1,
     )
+    q_l, q_r = torch.nn.functional.normalize(q_l, dim=-1), torch.nn.functional.normalize(q_r, dim=-1)
+    if constants.motion.radius:
+        velocity = matched_velocity(images, xyz.detach(), cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
+        v_l, v_r = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
+        q_l, q_r = quaternion_multiply(v_l, q_l), quaternion_multiply(q_r, v_r)  # R_v R: L(v_l q_l) R(q_r v_r)
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     prior_logit = math.log(constants.opacity / (1 - constants.opacity))
     logit = torch.where(is_background, torch.full_like(g_o[..., 0], -prior_logit), torch.full_like(g_o[..., 0], prior_logit))
     return Gaussians4D(
         means=torch.cat([xyz, mu_t], dim=-1),
         scales=scales,
-        q_left=torch.nn.functional.normalize(q_l, dim=-1),
-        q_right=torch.nn.functional.normalize(q_r, dim=-1),
+        q_left=q_l,
+        q_right=q_r,
         opacities=torch.sigmoid(g_o[..., 0] + logit),
         colors=colors,
     )

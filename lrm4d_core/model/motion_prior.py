@@ -1,0 +1,285 @@
+"""A no-learning velocity for every pixel-aligned Gaussian: block matching against the same
+camera at another input time (the motion counterpart of `model.prior`'s depth guess).
+
+Why: trained on this machine, the network never learned to perceive motion across views (implied
+speeds ~0 against true 0.07-1.17 model units per model time, docs/default_model.md), although the
+4D parametrization can express it. A geometric cue, computed from the inputs alone, gives each
+pixel's Gaussian a velocity that training can only refine.
+
+For each input view i of a window:
+1. its *partner* j is the nearest-in-time other input seen from about the same place: a
+   different time, the same intrinsics, optical axes within `max_axis_angle` degrees and centres
+   closer than `max_baseline` of view i's median depth (the same camera of a static rig, or of a
+   car between two nearby times);
+2. every pixel's 3D point X (the decoded centre, detached) is projected into j, and j's image is
+   sampled there: a warp of j into i's pixel grid that is exact for static surfaces at the
+   decoded depth (for a static camera, the identity);
+3. a cost volume of patch SSDs between i and the warp, over integer offsets within `radius`
+   pixels, gives the best offset o; a pixel counts as moving where the zero offset's cost exceeds
+   `min_cost` and the best cost is below `max_cost_ratio` of it (a changed patch that matches
+   well elsewhere); textureless and unchanged pixels keep velocity zero;
+4. the matched pixel q = proj_j(X) + o is lifted at X's depth in camera j, and the velocity is
+   (X' - X) / (t_j - t_i), capped at `max_speed`;
+5. each moving pixel takes the median velocity of the moving pixels in its `smooth` x `smooth`
+   window (single matches are noisy; an object's motion is smooth).
+
+`velocity_rotation` turns a velocity into the 4D rotation that makes a Gaussian with given spatial
+and temporal scales slice with that velocity (SPEC §1 keeps rotations and scales; no new fields).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrm4d_core.cameras import Cameras
+from lrm4d_core.gaussians import factor_rotation_4d, left_isoclinic
+
+__all__ = ["MotionPriorConstants", "partner_views", "matched_velocity", "velocity_rotation", "quaternion_multiply"]
+
+
+@dataclass(frozen=True)
+class MotionPriorConstants:
+    """Constants of the block-matching velocity (module docstring); `radius` 0 turns it off."""
+
+    radius: int = 0
+    patch: int = 5
+    min_cost: float = 0.02
+    max_cost_ratio: float = 0.5
+    max_axis_angle: float = 20.0
+    max_baseline: float = 0.25
+    max_speed: float = 5.0
+    smooth: int = 5
+    agreement: float = 0.5
+    one_sided: bool = True
+    partner_depth: bool = False
+    centre_check: bool = False
+
+    def __post_init__(self) -> None:
+        if self.radius < 0 or self.patch < 1 or self.patch % 2 == 0 or not 0 < self.max_cost_ratio <= 1:
+            raise ValueError(f"invalid motion prior constants {self}")
+
+
+def partner_views(cameras: Cameras, times: Tensor, depth: Tensor, constants: MotionPriorConstants) -> Tensor:
+    """[B, V, 2] index of each view's partners (module docstring, step 1): the nearest qualifying
+    input before it in time and the nearest after it, -1 where none qualifies.
+
+    Args:
+        cameras: B*V cameras (element b's views at b*V .. b*V+V-1); times: [B, V];
+        depth: [B, V, H, W] depth along the rays (for the baseline bound).
+    """
+    B, V = times.shape
+    c2w = cameras.cam_to_world.reshape(B, V, 4, 4).to(times)
+    K = cameras.K.reshape(B, V, 3, 3).to(times)
+    axes, centres = c2w[..., :3, 2], c2w[..., :3, 3]
+    cos_axes = (axes[:, :, None] * axes[:, None, :]).sum(-1)
+    baseline = torch.linalg.norm(centres[:, :, None] - centres[:, None, :], dim=-1)
+    scale = depth.reshape(B, V, -1).median(-1).values
+    dt = times[:, None, :] - times[:, :, None]  # [B, i, j]: t_j - t_i
+    same_k = (K[:, :, None] - K[:, None, :]).abs().amax((-1, -2)) < 1e-6 * K.abs().amax((-1, -2, -3))[:, None, None]
+    ok = same_k & (cos_axes > math.cos(math.radians(constants.max_axis_angle)))
+    ok &= baseline <= constants.max_baseline * scale[:, :, None]
+    sides = []
+    for sign in (-1.0, 1.0):
+        gap = torch.where(ok & (sign * dt > 1e-6), sign * dt, torch.full_like(dt, math.inf))
+        best = gap.argmin(-1)
+        sides.append(torch.where(torch.isfinite(gap.amin(-1)), best, torch.full_like(best, -1)))
+    return torch.stack(sides, -1)
+
+
+def _project(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
+    """Points [C, N, 3] in camera c's frame -> pixel coordinates [C, N, 2] (centres at +0.5) and z [C, N]."""
+    w2c = cameras.world_to_cam.to(points)
+    cam = points @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]
+    z = cam[..., 2]
+    uvw = cam @ cameras.K.to(points).transpose(-1, -2)
+    return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
+
+
+def _lift(uv: Tensor, z: Tensor, cameras: Cameras) -> Tensor:
+    """Pixel coordinates [C, N, 2] at camera z [C, N] -> world points [C, N, 3]."""
+    K = cameras.K.to(uv)
+    fx, fy, cx, cy, skew = K[:, 0, 0, None], K[:, 1, 1, None], K[:, 0, 2, None], K[:, 1, 2, None], K[:, 0, 1, None]
+    y = (uv[..., 1] - cy) / fy
+    x = (uv[..., 0] - cx - skew * y) / fx
+    cam = torch.stack([x, y, torch.ones_like(x)], -1) * z[..., None]
+    c2w = cameras.cam_to_world.to(uv)
+    return cam @ c2w[:, :3, :3].transpose(-1, -2) + c2w[:, None, :3, 3]
+
+
+def _box_mean(x: Tensor, size: int) -> Tensor:
+    """Mean over the size x size window around each pixel of x [..., H, W] (windows clipped at the
+    border), by cumulative sums: a pooling layer over hundreds of cost planes is the slowest part
+    of matching on a CPU."""
+    half = size // 2
+
+    def along(t: Tensor, dim: int) -> Tensor:
+        c = F.pad(t, (half, half) if dim == -1 else (0, 0, half, half)).cumsum(dim)
+        c = F.pad(c, (1, 0) if dim == -1 else (0, 0, 1, 0))
+        n = c.shape[dim]
+        return c.narrow(dim, size, n - size) - c.narrow(dim, 0, n - size)
+
+    count = along(along(x.new_ones(x.shape[-2:]), -2), -1)
+    return along(along(x, -2), -1) / count
+
+
+def _best_offsets(image: Tensor, warped: Tensor, valid: Tensor, constants: MotionPriorConstants) -> tuple[Tensor, Tensor]:
+    """Offset [C, H, W, 2] (dx, dy; sub-pixel by a parabola through the best integer cost and its
+    neighbours) of the best patch match of `image` in `warped` (both [C, 3, H, W]; `valid`
+    [C, H, W]) and whether the pixel counts as moving [C, H, W]."""
+    r, H, W = constants.radius, image.shape[-2], image.shape[-1]
+    n, big = 2 * r + 1, 10.0  # big: above any real cost (at most 3), small enough for float32 box sums
+    padded = F.pad(torch.where(valid[:, None], warped, torch.full_like(warped, big)), (r, r, r, r), value=big)
+    C = image.shape[0]
+    costs = image.new_empty(C, n * n, H, W)  # offset index (dy + r) * n + (dx + r)
+    for dy in range(n):  # one row of offsets at a time: all dx as a strided view of the padded rows
+        rows = padded[:, :, dy:dy + H]  # [C, 3, H, W + 2r]
+        shifted = rows.unfold(-1, W, 1)  # [C, 3, H, n, W]: shifted[..., dx, x] = rows[..., x + dx]
+        diff = ((image[:, :, :, None] - shifted) ** 2).sum(1).clamp_max(big)  # [C, H, n, W]
+        costs[:, dy * n:(dy + 1) * n] = _box_mean(diff.transpose(1, 2), constants.patch)
+    best_cost, best = costs.min(1)
+    zero = (n * n) // 2
+    zero_cost = costs[:, zero]
+    moving = valid & (zero_cost > constants.min_cost) & (best_cost < constants.max_cost_ratio * zero_cost)
+    if constants.centre_check:  # the pixel itself changed and matches there (not just its patch:
+        # background next to a mover changes patch but not colour)
+        ys, xs = torch.meshgrid(torch.arange(H, device=image.device), torch.arange(W, device=image.device), indexing="ij")
+        flat = ((ys + best // n) * (W + 2 * r) + xs + best % n).reshape(C, 1, H * W).expand(C, 3, H * W)
+        at_best = torch.gather(padded.reshape(C, 3, -1), 2, flat).reshape(C, 3, H, W)
+        centre_best = ((image - at_best) ** 2).sum(1)
+        centre_zero = ((image - padded[:, :, r:r + H, r:r + W]) ** 2).sum(1)
+        moving &= (centre_zero > constants.min_cost) & (centre_best < constants.max_cost_ratio * centre_zero)
+    iy, ix = best // n, best % n
+    off = torch.stack([ix, iy], -1).to(image.dtype) - r
+    c_mid = best_cost
+    c_xm = torch.gather(costs, 1, (best - 1).clamp(0, n * n - 1)[:, None])[:, 0]
+    c_xp = torch.gather(costs, 1, (best + 1).clamp(0, n * n - 1)[:, None])[:, 0]
+    c_ym = torch.gather(costs, 1, (best - n).clamp(0, n * n - 1)[:, None])[:, 0]
+    c_yp = torch.gather(costs, 1, (best + n).clamp(0, n * n - 1)[:, None])[:, 0]
+
+    def vertex(cm: Tensor, cp: Tensor, inside: Tensor) -> Tensor:
+        curvature = cm + cp - 2 * c_mid
+        shift = 0.5 * (cm - cp) / curvature.clamp_min(1e-9)
+        return torch.where(inside & (curvature > 1e-9), shift.clamp(-0.5, 0.5), torch.zeros_like(shift))
+
+    off[..., 0] += vertex(c_xm, c_xp, (ix > 0) & (ix < n - 1))
+    off[..., 1] += vertex(c_ym, c_yp, (iy > 0) & (iy < n - 1))
+    return off, moving
+
+
+def _one_side(images: Tensor, points: Tensor, cameras: Cameras, times: Tensor, b_idx: Tensor, i_idx: Tensor,
+              j_idx: Tensor, constants: MotionPriorConstants) -> tuple[Tensor, Tensor]:
+    """Steps 2-4 for views (b_idx, i_idx) against partners j_idx: velocity [C, H*W, 3] and whether
+    each pixel counts as moving [C, H*W]."""
+    B, V, _, H, W = images.shape
+    cams_j = cameras[b_idx * V + j_idx]
+    pts = points.reshape(B, V, H * W, 3)[b_idx, i_idx]  # [C, HW, 3]
+    uv, z = _project(pts, cams_j)
+    grid = torch.stack([uv[..., 0] / W, uv[..., 1] / H], -1) * 2 - 1
+    warped = F.grid_sample(images[b_idx, j_idx], grid.reshape(-1, H, W, 2).to(images), mode="bilinear",
+                           padding_mode="zeros", align_corners=False)
+    valid = ((grid.abs() < 1).all(-1) & (z > 1e-6)).reshape(-1, H, W)
+    offset, moving = _best_offsets(images[b_idx, i_idx], warped, valid, constants)
+    q = uv + offset.reshape(-1, H * W, 2).to(uv)
+    if constants.partner_depth:  # the partner's own point at q: the surface where it is at t_j
+        grid_q = (torch.stack([q[..., 0] / W, q[..., 1] / H], -1) * 2 - 1).reshape(-1, H, W, 2)
+        pts_j = points.reshape(B, V, H, W, 3)[b_idx, j_idx].permute(0, 3, 1, 2)
+        moved = F.grid_sample(pts_j, grid_q.to(pts_j), mode="bilinear", padding_mode="border",
+                              align_corners=False).permute(0, 2, 3, 1).reshape(-1, H * W, 3)
+    else:  # q lifted at X's depth in camera j
+        moved = _lift(q, z, cams_j)
+    dt = (times[b_idx, j_idx] - times[b_idx, i_idx]).to(pts)
+    v = (moved - pts) / dt[:, None, None]
+    speed = torch.linalg.norm(v, dim=-1, keepdim=True)
+    v = v * (constants.max_speed / speed.clamp_min(constants.max_speed)).clamp_max(1.0)
+    return v, moving.reshape(-1, H * W) & torch.isfinite(v).all(-1)
+
+
+@torch.no_grad()
+def matched_velocity(
+    images: Tensor, points: Tensor, cameras: Cameras, times: Tensor, depth: Tensor, constants: MotionPriorConstants
+) -> Tensor:
+    """Velocity [B, V*H*W, 3] (model units per model time; zero where no motion is found) of every
+    input pixel's point (module docstring).
+
+    Args:
+        images: [B, V, 3, H, W] in [0, 1]; points: [B, V*H*W, 3] the pixels' decoded centres;
+        cameras: B*V cameras; times: [B, V] model time; depth: [B, V, H, W] depth along the rays.
+    """
+    B, V, _, H, W = images.shape
+    velocity = points.new_zeros(B, V, H * W, 3)
+    if constants.radius == 0:
+        return velocity.reshape(B, V * H * W, 3)
+    partners = partner_views(cameras, times, depth, constants)  # [B, V, 2]
+    b_idx, i_idx = torch.nonzero((partners >= 0).any(-1), as_tuple=True)
+    if b_idx.numel() == 0:
+        return velocity.reshape(B, V * H * W, 3)
+    C = b_idx.numel()
+    estimates, votes, present = [], [], []
+    for side in range(2):
+        j_idx = partners[b_idx, i_idx, side]
+        has = j_idx >= 0
+        v = points.new_zeros(C, H * W, 3)
+        moving = torch.zeros(C, H * W, dtype=torch.bool, device=points.device)
+        if has.any():
+            v[has], moving[has] = _one_side(images, points, cameras, times, b_idx[has], i_idx[has], j_idx[has], constants)
+        estimates.append(v)
+        votes.append(moving)
+        present.append(has[:, None].expand(C, H * W))
+    (v0, v1), (m0, m1), (p0, p1) = estimates, votes, present
+    agree = (v0 - v1).norm(dim=-1) <= constants.agreement * torch.maximum(v0.norm(dim=-1), v1.norm(dim=-1))
+    both = m0 & m1 & agree
+    only0 = m0 & ~p1 & constants.one_sided
+    only1 = m1 & ~p0 & constants.one_sided
+    v = torch.where(both[..., None], 0.5 * (v0 + v1), torch.where(only0[..., None], v0, v1))
+    velocity[b_idx, i_idx] = _median_filter(v, both | only0 | only1, H, W, constants.smooth)
+    return velocity.reshape(B, V * H * W, 3)
+
+
+def _median_filter(v: Tensor, moving: Tensor, H: int, W: int, size: int) -> Tensor:
+    """Per moving pixel, the component-wise median of the velocities [C, H*W, 3] of the moving
+    pixels in its size x size window (block matching is noisy pixel by pixel, motion is smooth
+    within an object); zero where not moving."""
+    C = v.shape[0]
+    grid = torch.where(moving[..., None], v, torch.full_like(v, math.nan)).reshape(C, H, W, 3).permute(0, 3, 1, 2)
+    if size > 1:
+        windows = F.unfold(F.pad(grid, (size // 2,) * 4, value=math.nan), size)  # [C, 3*size^2, H*W]
+        grid = windows.reshape(C, 3, size * size, H * W).nanmedian(2).values.reshape(C, 3, H, W)
+    out = grid.permute(0, 2, 3, 1).reshape(C, H * W, 3)
+    return torch.where(moving[..., None], out, torch.zeros_like(out))
+
+
+def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
+    """Hamilton product p q of [..., 4] quaternions (w, x, y, z)."""
+    return (left_isoclinic(p) @ q[..., None])[..., 0]
+
+
+def velocity_rotation(velocity: Tensor, scale_space: Tensor, scale_t: Tensor) -> tuple[Tensor, Tensor]:
+    """(q_left, q_right) [..., 4] of the simple 4D rotation, in the plane of the velocity's direction
+    and the time axis, that makes a Gaussian with spatial scale `scale_space` [...] (isotropic) and
+    temporal scale `scale_t` [...] slice with `velocity` [..., 3].
+
+    Rotating the time axis by theta towards direction n gives Sigma_nt / Sigma_tt =
+    (st^2 - s^2) sin cos / (st^2 cos^2 + s^2 sin^2); for speed u, tan(theta) is the small root of
+    s^2 u k^2 - (st^2 - s^2) k + st^2 u = 0. Speeds above 0.9 of the largest expressible one,
+    (st^2 - s^2) / (2 s st), are capped there (none where st <= s)."""
+    s2, st2 = scale_space**2, scale_t**2
+    speed = torch.linalg.norm(velocity, dim=-1)
+    limit = 0.9 * ((st2 - s2) / (2 * scale_space * scale_t).clamp_min(1e-12)).clamp_min(0.0)
+    u = torch.minimum(speed, limit)
+    diff = st2 - s2
+    k = 2 * st2 * u / (diff + (diff**2 - 4 * s2 * st2 * u**2).clamp_min(0.0).sqrt()).clamp_min(1e-12)
+    theta = torch.atan(k)
+    n = velocity / speed.clamp_min(1e-12)[..., None]
+    e1 = torch.cat([n, torch.zeros_like(n[..., :1])], -1)
+    e2 = torch.zeros_like(e1)
+    e2[..., 3] = 1.0
+    sin, cos = torch.sin(theta)[..., None, None], torch.cos(theta)[..., None, None]
+    outer = lambda a, b: a[..., :, None] * b[..., None, :]  # noqa: E731
+    eye = torch.eye(4, dtype=velocity.dtype, device=velocity.device).expand(*velocity.shape[:-1], 4, 4)
+    rot = eye + sin * (outer(e1, e2) - outer(e2, e1)) + (cos - 1) * (outer(e1, e1) + outer(e2, e2))
+    return factor_rotation_4d(rot)

@@ -1,0 +1,169 @@
+"""The block-matching velocity of the "prior" parametrization (`model.motion_prior`), against
+independent references: a numpy plane rotation and covariance, textures shifted by known pixel
+offsets and the pinhole geometry that maps them to metres."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrm4d_core.cameras import Cameras, pixel_rays
+from lrm4d_core.data.rigs import look_at
+from lrm4d_core.gaussians import Gaussians4D, rotation_4d
+from lrm4d_core.model.config import ModelConfig, preset
+from lrm4d_core.model.lrm4d import LRM4D
+from lrm4d_core.model.motion_prior import (
+    MotionPriorConstants,
+    matched_velocity,
+    partner_views,
+    quaternion_multiply,
+    velocity_rotation,
+)
+from lrm4d_core.train.losses import implied_velocity
+
+
+def _cams(poses, size=32, f=32.0) -> Cameras:
+    K = np.tile(np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]]), (len(poses), 1, 1))
+    return Cameras(torch.tensor(K), torch.tensor(np.stack(poses)), size, size)
+
+
+def test_velocity_rotation_gives_the_requested_velocity_by_a_numpy_reference():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(20, 3)) * 0.6
+    s, st = rng.uniform(0.01, 0.05, 20), rng.uniform(0.3, 0.8, 20)
+    q_l, q_r = velocity_rotation(torch.tensor(v), torch.tensor(s), torch.tensor(st))
+    rot = rotation_4d(q_l, q_r).numpy()
+    for k in range(20):
+        # reference: rotate the time axis towards v's direction by theta in that plane (numpy)
+        n = np.append(v[k] / np.linalg.norm(v[k]), 0.0)
+        e_t = np.array([0.0, 0, 0, 1])
+        sigma = None
+        for theta in np.linspace(0, 1.2, 120001):  # brute force: the smallest angle reaching the speed
+            speed = (st[k] ** 2 - s[k] ** 2) * math.sin(theta) * math.cos(theta) / (
+                st[k] ** 2 * math.cos(theta) ** 2 + s[k] ** 2 * math.sin(theta) ** 2)
+            if speed >= np.linalg.norm(v[k]):
+                r_ref = np.eye(4) + math.sin(theta) * (np.outer(n, e_t) - np.outer(e_t, n)) + (math.cos(theta) - 1) * (
+                    np.outer(n, n) + np.outer(e_t, e_t))
+                sigma = r_ref @ np.diag([s[k] ** 2] * 3 + [st[k] ** 2]) @ r_ref.T
+                break
+        assert sigma is not None
+        ours = rot[k] @ np.diag([s[k] ** 2] * 3 + [st[k] ** 2]) @ rot[k].T
+        np.testing.assert_allclose(ours, sigma, atol=1e-5 * st[k] ** 2)
+        np.testing.assert_allclose(sigma[:3, 3] / sigma[3, 3], v[k], rtol=1e-3)
+
+
+def test_velocity_rotation_caps_speeds_the_scales_cannot_express():
+    s, st = torch.tensor([0.05, 0.05]), torch.tensor([0.5, 0.04])
+    q_l, q_r = velocity_rotation(torch.tensor([[100.0, 0, 0], [1.0, 0, 0]]), s, st)
+    g = Gaussians4D(torch.zeros(2, 4), torch.stack([s, s, s, st], -1), q_l, q_r, torch.ones(2), torch.ones(2, 3))
+    limit = (st[0] ** 2 - s[0] ** 2) / (2 * s[0] * st[0])
+    speed = implied_velocity(g).norm(dim=-1)
+    assert 0.85 * limit < speed[0] <= limit  # capped at 0.9 of the largest expressible speed
+    assert speed[1] == pytest.approx(0.0, abs=1e-6)  # st < s: no velocity at all
+    assert torch.isfinite(q_l).all() and torch.isfinite(q_r).all()
+
+
+def test_quaternion_composition_is_the_product_of_rotations():
+    torch.manual_seed(0)
+    a, b, c, d = torch.nn.functional.normalize(torch.randn(4, 5, 4, dtype=torch.float64), dim=-1)
+    composed = rotation_4d(quaternion_multiply(a, c), quaternion_multiply(d, b))
+    assert torch.allclose(composed, rotation_4d(a, b) @ rotation_4d(c, d), atol=1e-12)
+
+
+def test_partners_are_the_same_viewpoint_before_and_after():
+    front, side = look_at([3.0, 0, 0], [0, 0, 0]), look_at([0, 3.0, 0], [0, 0, 0])
+    cams = _cams([front, side, front, front])
+    times = torch.tensor([[-1.0, -0.5, 0.0, 1.0]])
+    depth = torch.full((1, 4, 32, 32), 3.0)
+    partners = partner_views(cams, times, depth, MotionPriorConstants(radius=4))[0]
+    assert partners.tolist() == [[-1, 2], [-1, -1], [0, 3], [2, -1]]
+    moved = _cams([front, side, look_at([3.0, 0, 2.0], [0, 0, 2.0]), front])  # view 2 moved 2 units
+    partners = partner_views(moved, times, depth, MotionPriorConstants(radius=4, max_baseline=0.25))[0]
+    assert partners.tolist() == [[-1, 3], [-1, -1], [-1, -1], [0, -1]]
+
+
+def _shifted_scene(shift: tuple[int, int], size: int = 32):
+    """One static camera 3 units from a textured plane through the origin, facing it; a textured
+    8x8 square moves by `shift` pixels (dx, dy) between the two views (times -1 and 1)."""
+    rng = np.random.default_rng(1)
+    background = rng.uniform(0, 1, (3, size, size))
+    square = rng.uniform(0, 1, (3, 8, 8))
+    images = np.stack([background.copy(), background.copy()])
+    y0, x0 = 12, 10
+    images[0, :, y0:y0 + 8, x0:x0 + 8] = square
+    images[1, :, y0 + shift[1]:y0 + shift[1] + 8, x0 + shift[0]:x0 + shift[0] + 8] = square
+    cams = _cams([look_at([-3.0, 0, 0], [0, 0, 0])] * 2, size=size)
+    origins, dirs = pixel_rays(cams)
+    depth = 3.0 / dirs[..., 0]  # along-ray depth to the plane x = 0
+    points = (origins + depth[..., None] * dirs).float().reshape(1, 2 * size * size, 3)
+    return torch.tensor(images, dtype=torch.float32)[None], points, cams, torch.tensor([[-1.0, 1.0]]), depth.float()[None], (y0, x0)
+
+
+def test_matched_velocity_recovers_a_known_shift_and_leaves_the_static_background():
+    shift = (3, -2)
+    images, points, cams, times, depth, (y0, x0) = _shifted_scene(shift)
+    constants = MotionPriorConstants(radius=5, patch=3, min_cost=0.005, max_cost_ratio=0.5)
+    v = matched_velocity(images, points, cams, times, depth, constants).reshape(2, 32, 32, 3)
+    # pinhole reference: a shift of k pixels on the plane at z = 3 (f = 32) is 3 k / 32 units,
+    # over a model-time gap of 2; image x runs along the camera's x axis in the world
+    c2w = cams.cam_to_world[0].float()
+    expected = (c2w[:3, 0] * shift[0] + c2w[:3, 1] * shift[1]) * 3.0 / 32.0 / 2.0
+    inner = v[0, y0 + 2:y0 + 6, x0 + 2:x0 + 6].reshape(-1, 3)  # the square's interior in view 0
+    assert (torch.linalg.norm(inner - expected, dim=-1) < 0.1 * expected.norm()).float().mean() > 0.9
+    later = v[1, y0 + shift[1] + 2:y0 + shift[1] + 6, x0 + shift[0] + 2:x0 + shift[0] + 6].reshape(-1, 3)
+    assert (torch.linalg.norm(later - expected, dim=-1) < 0.1 * expected.norm()).float().mean() > 0.9
+    far = torch.ones(32, 32, dtype=torch.bool)
+    far[y0 - 4:y0 + 12, x0 - 4:x0 + 14] = False  # well away from the square at either time
+    assert v[0][far].abs().max() == 0 and v[1][far].abs().max() == 0
+
+
+def test_matched_velocity_is_zero_when_off_or_without_partners():
+    images, points, cams, times, depth, _ = _shifted_scene((3, 0))
+    off = matched_velocity(images, points, cams, times, depth, MotionPriorConstants(radius=0))
+    assert off.abs().max() == 0
+    same_time = matched_velocity(images, points, cams, torch.zeros(1, 2), depth, MotionPriorConstants(radius=4))
+    assert same_time.abs().max() == 0
+
+
+def test_model_with_the_motion_prior_moves_only_what_moved():
+    """The same untrained "prior" weights with the motion prior off and on: Gaussians of the moving
+    square gain the square's velocity (pinhole reference as above), those of the static
+    background keep exactly what the network alone implies."""
+    motion = {"radius": 5, "patch": 3, "min_cost": 0.005}
+    torch.manual_seed(0)
+    off = LRM4D(preset("tiny", image_size=(32, 32), patch_size=8)).eval()
+    on = LRM4D(preset("tiny", image_size=(32, 32), patch_size=8, prior={"motion": motion})).eval()
+    on.load_state_dict(off.state_dict())
+    images, _, cams, times, _, (y0, x0) = _shifted_scene((3, 0))
+    with torch.no_grad():
+        v_off, v_on = (implied_velocity(m(images, cams, times, world_scale=1.0))[0, : 2 * 32 * 32].reshape(2, 32, 32, 3)
+                       for m in (off, on))
+    expected = 3 * 3.0 / 32.0 / 2.0  # 3 px at z = 3, f = 32, over a model-time gap of 2
+    inner = v_on[0, y0 + 2:y0 + 6, x0 + 2:x0 + 6].reshape(-1, 3).norm(dim=-1)
+    assert ((inner - expected).abs() < 0.25 * expected).float().mean() > 0.9
+    assert v_off[0, y0 + 2:y0 + 6, x0 + 2:x0 + 6].norm(dim=-1).max() < 0.5 * expected  # the network alone: noise
+    assert torch.equal(v_on[:, :4], v_off[:, :4])  # static rows far above the square
+
+
+def test_motion_constants_round_trip_through_the_checkpoint_config():
+    cfg = preset("tiny", prior={"motion": {"radius": 7, "centre_check": True}})
+    back = ModelConfig.from_dict(cfg.to_dict())
+    assert back.prior.motion == MotionPriorConstants(radius=7, centre_check=True)
+    legacy = cfg.to_dict()
+    del legacy["prior"]["motion"]  # checkpoints written before the motion prior existed
+    assert ModelConfig.from_dict(legacy).prior.motion.radius == 0
+    partial = back.replace(prior={"motion": {"patch": 3}})
+    assert partial.prior.motion == MotionPriorConstants(radius=7, centre_check=True, patch=3)
+    with pytest.raises(ValueError):
+        MotionPriorConstants(patch=4)
+
+
+def test_box_mean_matches_average_pooling_with_clipped_windows():
+    from lrm4d_core.model.motion_prior import _box_mean
+
+    x = torch.rand(2, 5, 9, 11) * 10
+    reference = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    assert torch.allclose(_box_mean(x, 5), reference, atol=1e-5)
