@@ -83,6 +83,10 @@ def test_partners_are_the_same_viewpoint_before_and_after():
     moved = _cams([front, side, look_at([3.0, 0, 2.0], [0, 0, 2.0]), front])  # view 2 moved 2 units
     partners = partner_views(moved, times, depth, MotionPriorConstants(radius=4, max_baseline=0.25))[0]
     assert partners.tolist() == [[-1, 3], [-1, -1], [-1, -1], [0, -1]]
+    # a camera that moved 0.1 units (a car between two frames): a partner only when asked for
+    nudged = _cams([front, side, look_at([3.0, 0.1, 0], [0, 0.1, 0]), front])
+    assert partner_views(nudged, times, depth, MotionPriorConstants(radius=4))[0, 0].tolist() == [-1, 3]
+    assert partner_views(nudged, times, depth, MotionPriorConstants(radius=4, max_baseline=0.25))[0, 0].tolist() == [-1, 2]
 
 
 def _shifted_scene(shift: tuple[int, int], size: int = 32):

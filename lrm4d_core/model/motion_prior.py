@@ -7,21 +7,29 @@ speeds ~0 against true 0.07-1.17 model units per model time, docs/default_model.
 pixel's Gaussian a velocity that training can only refine.
 
 For each input view i of a window:
-1. its *partner* j is the nearest-in-time other input seen from about the same place: a
-   different time, the same intrinsics, optical axes within `max_axis_angle` degrees and centres
-   closer than `max_baseline` of view i's median depth (the same camera of a static rig, or of a
-   car between two nearby times);
-2. every pixel's 3D point X (the decoded centre, detached) is projected into j, and j's image is
-   sampled there: a warp of j into i's pixel grid that is exact for static surfaces at the
-   decoded depth (for a static camera, the identity);
+1. its *partners* are the nearest-in-time other inputs before and after it seen from the same
+   place: the same intrinsics, optical axes within `max_axis_angle` degrees and centres closer
+   than `max_baseline` of view i's median depth (by default: the same static camera);
+2. every pixel's 3D point X (the decoded centre, detached) is projected into partner j, and j's
+   image is sampled there: a warp of j into i's pixel grid, exact for static surfaces at the
+   decoded depth (for a static camera, the identity whatever the depth);
 3. a cost volume of patch SSDs between i and the warp, over integer offsets within `radius`
-   pixels, gives the best offset o; a pixel counts as moving where the zero offset's cost exceeds
-   `min_cost` and the best cost is below `max_cost_ratio` of it (a changed patch that matches
-   well elsewhere); textureless and unchanged pixels keep velocity zero;
-4. the matched pixel q = proj_j(X) + o is lifted at X's depth in camera j, and the velocity is
+   pixels, gives the best offset o (sub-pixel by a parabola); a pixel moves where the zero
+   offset's cost exceeds `min_cost` and the best one is below `max_cost_ratio` of it (a changed
+   patch that matches well elsewhere), and with `centre_check` the same holds for the pixel
+   alone; textureless and unchanged pixels keep velocity zero;
+4. the matched pixel q = proj_j(X) + o gives X' (the partner's own decoded point at q with
+   `partner_depth`, else q lifted at X's depth in camera j), and the velocity is
    (X' - X) / (t_j - t_i), capped at `max_speed`;
-5. each moving pixel takes the median velocity of the moving pixels in its `smooth` x `smooth`
+5. with partners on both sides, both must find motion and agree (`agreement`), and the mean is
+   kept; with one side only, its velocity (`one_sided`);
+6. each moving pixel takes the median velocity of the moving pixels in its `smooth` x `smooth`
    window (single matches are noisy; an object's motion is smooth).
+
+What it cannot do: motion along the viewing ray of an unchanged-looking patch, textureless
+interiors (aperture problem: only edges and texture move), and cameras that move (see
+`max_baseline`). Its velocities are placed at the decoded depth, so depth errors misplace and
+mis-scale them. Cost: two cost volumes of (2 radius + 1)^2 offsets per view with a partner.
 
 `velocity_rotation` turns a velocity into the 4D rotation that makes a Gaussian with given spatial
 and temporal scales slice with that velocity (SPEC §1 keeps rotations and scales; no new fields).
@@ -44,20 +52,44 @@ __all__ = ["MotionPriorConstants", "partner_views", "matched_velocity", "velocit
 
 @dataclass(frozen=True)
 class MotionPriorConstants:
-    """Constants of the block-matching velocity (module docstring); `radius` 0 turns it off."""
+    """Constants of the block-matching velocity (module docstring). The defaults other than
+    `radius` are the ones chosen on the workspace and driving bags (docs/default_model.md).
+
+    Attributes:
+        radius: search radius in pixels; 0 (the default, and what checkpoints that predate the
+            motion prior read) turns the motion prior off.
+        patch: side of the matched patch (odd).
+        min_cost: a pixel can move only where the zero offset's patch cost (mean over the patch of
+            the squared RGB difference summed over channels) exceeds this.
+        max_cost_ratio: ... and the best offset's cost is below this share of it.
+        max_axis_angle: partners' optical axes within this many degrees.
+        max_baseline: partners' centres closer than this share of the view's median depth: by
+            default only a camera that stayed where it was (a moving camera's warp depends on the
+            predicted depth, whose errors read as motion: phantom movers on a driving bag).
+        max_speed: cap of the speed (model units per model time).
+        smooth: window of the median filter over moving pixels (1: none).
+        agreement: with a partner on both sides, the two velocities must differ by at most this
+            share of the larger (else the pixel does not move).
+        one_sided: accept a velocity from one side where the other side has no partner.
+        partner_depth: lift the matched pixel with the partner's own decoded point there (the
+            surface where it is at the partner's time, depth change included) instead of at the
+            pixel's depth.
+        centre_check: require the pixel itself (not only its patch) to change and to match at the
+            best offset: background next to a mover changes its patch, not its colour.
+    """
 
     radius: int = 0
     patch: int = 5
-    min_cost: float = 0.02
-    max_cost_ratio: float = 0.5
+    min_cost: float = 0.002
+    max_cost_ratio: float = 0.9
     max_axis_angle: float = 20.0
-    max_baseline: float = 0.25
+    max_baseline: float = 0.01
     max_speed: float = 5.0
-    smooth: int = 5
+    smooth: int = 9
     agreement: float = 0.5
     one_sided: bool = True
-    partner_depth: bool = False
-    centre_check: bool = False
+    partner_depth: bool = True
+    centre_check: bool = True
 
     def __post_init__(self) -> None:
         if self.radius < 0 or self.patch < 1 or self.patch % 2 == 0 or not 0 < self.max_cost_ratio <= 1:
