@@ -41,6 +41,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_positive_int, default=128, help="image size in pixels (default: %(default)s)")
     parser.add_argument("--frames", type=_positive_int, default=16, help="number of frames (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--rig", choices=("driving", "workspace"), default="driving",
+                        help="driving: 6 cameras on a moving car; workspace: static cameras over movers (default: %(default)s)")
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """`lrm4d demo`: the whole mission on a laptop, no ROS, no GPU, no arguments.
 
-1. writes a synthetic 6-camera driving rosbag2 (with ground truth beside it),
+1. writes a synthetic rosbag2 with ground truth beside it (`--rig driving`, the default: 6 cameras
+   on a moving car; `--rig workspace`: static cameras over a floor with movers),
 2. replays it through the node's core with the shipped default model (`lrm4d replay`'s code),
 3. writes, into one folder: the output rosbag2, a contact sheet PNG (inputs, ground truth and
    predictions at held-out views and held-out times, and a forecast beyond the window), a GIF of a
@@ -31,7 +32,7 @@ from lrm4d_core.cameras import Cameras
 from lrm4d_core.eval.metrics import psnr, ssim
 from lrm4d_core.io.ply import write_gaussian_ply, write_point_cloud
 from lrm4d_core.pipeline import Products
-from lrm4d_core.render import rasterize
+from lrm4d_core.model.api import rasterize_over
 
 from .backend import make_backend
 from .params import NodeParams
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 FORECAST_S = 0.5
 CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")
+RIGS = ("driving", "workspace")
 
 
 def _render(products: Products, K: np.ndarray, c2w: np.ndarray, width: int, height: int, t: float) -> np.ndarray:
@@ -52,7 +54,7 @@ def _render(products: Products, K: np.ndarray, c2w: np.ndarray, width: int, heig
     like = rec.gaussians_model.means
     cams = Cameras(torch.from_numpy(K)[None].to(like), torch.from_numpy(c2w)[None].to(like), width, height)
     cloud = rec.forecast(t, 0.0, inference_filter=True)
-    out = rasterize(cloud, cams, torch.zeros(3, dtype=like.dtype))
+    out = rasterize_over(rec, cloud, cams)  # as the node's predicted views: over the environment map
     return (out.color[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
@@ -98,8 +100,13 @@ def _chase_pose(front_c2w: np.ndarray) -> np.ndarray:
     return pose
 
 
-def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Run the demo into `out` (replaced if it exists); returns the metrics dict."""
+def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto", progress: bool = True,
+             rig: str = "driving") -> dict[str, Any]:
+    """Run the demo into `out` (replaced if it exists); returns the metrics dict. `rig`: "driving"
+    (6 surround cameras on a moving car) or "workspace" (3-6 static cameras over a floor with
+    movers: where the motion prior of the default model sees motion)."""
+    if rig not in RIGS:
+        raise ValueError(f"unknown demo rig {rig!r}; choose from {RIGS}")
     started = time.perf_counter()
     if out.exists():
         shutil.rmtree(out)
@@ -107,10 +114,12 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
     width = height = size  # square, as the default model was trained
     say = print if progress else log.info
 
-    say(f"[1/4] writing a synthetic {len(CAMERAS)}-camera driving bag ({width}x{height}, {frames} frames)")
-    bag = write_synthetic_bag(out / "input_bag", "driving", seed=7, width=width, height=height, frames=frames,
+    say(f"[1/4] writing a synthetic {rig} bag ({width}x{height}, {frames} frames)")
+    bag = write_synthetic_bag(out / "input_bag", rig, seed=7, width=width, height=height, frames=frames,
                               gt_dir=out / "ground_truth", progress=progress)
-    params = NodeParams(cameras=CAMERAS, window_duration_s=1.0, update_rate_hz=2.0, max_views=12, min_steps=4,
+    gt = load_ground_truth(bag.gt_dir)
+    cameras = CAMERAS if rig == "driving" else tuple(dict.fromkeys(r["camera"] for r in gt.index["images"]))
+    params = NodeParams(cameras=cameras, window_duration_s=1.0, update_rate_hz=2.0, max_views=12, min_steps=4,
                         forecast_horizons_s=(FORECAST_S,), render_max_side=max(width, height), device=device)
 
     say("[2/4] replaying it through the node's core with the default model")
@@ -121,7 +130,6 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
         raise RuntimeError(f"the replay made no windows: {summary.line()}")
 
     say("[3/4] comparing predictions with the ground truth at held-out views and times")
-    gt = load_ground_truth(bag.gt_dir)
     records = gt.index["images"]
     last_stamp = max(r["stamp_ns"] for r in records)
     usable = [p for p in windows if p.window.end_ns + FORECAST_S * NS <= last_stamp] or windows
@@ -164,7 +172,7 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
     rows: list[tuple[str, list]] = [("inputs (last 6)", input_row)]
     for title, stamp in (("window end", end), ("mid window", end - 0.5 * NS), (f"forecast +{FORECAST_S}s", end + FORECAST_S * NS)):
         truths, preds = [], []
-        for cam in CAMERAS[:4]:
+        for cam in cameras[:4]:
             r = nearest(cam, stamp)
             truth, meta = gt_image(r)
             t = (r["stamp_ns"] - end) / NS
@@ -176,9 +184,10 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
     _sheet(rows, scale).save(out / "contact_sheet.png")
 
     say("[4/4] fly-through GIF, PLY export, metrics")
-    front = nearest("front", end)
+    front = nearest(cameras[0], end)
     _, front_meta = gt_image(front)
-    chase = _chase_pose(front_meta.cam_to_world)
+    # driving: a chase camera behind the car; a static rig: its first camera
+    chase = _chase_pose(front_meta.cam_to_world) if rig == "driving" else front_meta.cam_to_world
     K = front_meta.K.copy()
     gif = []
     for t in np.linspace(float(products.window.times[0]), FORECAST_S, 16):
@@ -214,5 +223,5 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run_demo(Path(args.out), size=args.size, frames=args.frames, device=args.device)
+    run_demo(Path(args.out), size=args.size, frames=args.frames, device=args.device, rig=args.rig)
     return 0

@@ -453,3 +453,39 @@ def test_torch_backend_matches_gsplat(packed):
     assert abs(ours.stats["n_visible"] - ref.stats["n_visible"]) <= 6
     for a, b in zip(*grads):  # same gradients, up to float32 noise and the rare flips above
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
+
+
+def test_model_resolution_blur_makes_a_2x_render_the_model_resolution_render_scaled():
+    """A tiny Gaussian rendered at the model's resolution and at twice it with
+    `model_resolution_blur`: the footprint (second moments of the alpha image, low opacity so
+    nothing clamps) is exactly twice as wide in pixels, i.e. the same image at a finer sampling;
+    with the plain 0.3 px^2 blur it would be narrower (dots at 2x)."""
+    from types import SimpleNamespace
+
+    from lrm4d_core.model.api import model_resolution_blur
+
+    def cams(size: int) -> Cameras:
+        K = torch.tensor([[[size * 1.0, 0, size / 2], [0, size * 1.0, size / 2], [0, 0, 1]]], dtype=F64)
+        pose = torch.eye(4, dtype=F64)[None].clone()
+        pose[0, 2, 3] = -4.0
+        return Cameras(K, pose, size, size)
+
+    # std 0.075 units at depth 4: 0.6 px at size 32 before the blur (wide enough to sample)
+    g = Gaussians3D(means=torch.zeros(1, 3, dtype=F64), covars=(0.0056 * torch.eye(3, dtype=F64))[None],
+                    opacities=torch.tensor([0.2], dtype=F64), colors=torch.ones(1, 3, dtype=F64),
+                    velocities=torch.zeros(1, 3, dtype=F64))
+    rec = SimpleNamespace(model_cameras=cams(32))
+
+    def spread(size: int, eps2d: float) -> float:
+        alpha = rasterize(g, cams(size), eps2d=eps2d, backend="torch").alpha[0, ..., 0]
+        v, u = torch.meshgrid(torch.arange(size, dtype=F64) + 0.5, torch.arange(size, dtype=F64) + 0.5, indexing="ij")
+        w = -torch.log1p(-alpha)  # opacity * exp(-sigma) -> the Gaussian itself, up to the opacity
+        mean_u = (w * u).sum() / w.sum()
+        return float(((w * (u - mean_u) ** 2).sum() / w.sum()).sqrt())
+
+    assert model_resolution_blur(rec, cams(32)) == pytest.approx(0.3)
+    assert model_resolution_blur(rec, cams(16)) == pytest.approx(0.3)  # never sharper than eps2d
+    assert model_resolution_blur(rec, cams(64)) == pytest.approx(1.2)
+    base = spread(32, 0.3)
+    assert spread(64, model_resolution_blur(rec, cams(64))) == pytest.approx(2 * base, rel=0.02)
+    assert spread(64, 0.3) < 1.8 * base

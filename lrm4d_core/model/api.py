@@ -382,9 +382,20 @@ def rasterize_over(
 
     like = cloud.means
     cams = cameras.to(device=like.device, dtype=like.dtype)
+    eps2d = model_resolution_blur(rec, cams)
     if background is None and rec.environment is not None:
-        out = rasterize(cloud, cams, background=None, backend=backend)
+        out = rasterize(cloud, cams, background=None, backend=backend, eps2d=eps2d)
         return replace(out, color=composite(out.color, out.alpha, cams, rec.environment.to(device=like.device)))
     if background is None:
         background = torch.tensor(rec.background, dtype=like.dtype, device=like.device)
-    return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend)
+    return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend, eps2d=eps2d)
+
+
+def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 0.3) -> float:
+    """The rasterizer's 2D blur (pixels^2) that makes a render at any resolution look as one at the
+    model's: eps2d scaled by the square of the focal-length ratio of `cameras` to the model's input
+    cameras (at least 1). The network sized its Gaussians for the model's pixels with eps2d of
+    blur; rendered at 2x with the same blur in the new, smaller pixels they show as separate dots."""
+    f_model = float(rec.model_cameras.K[:, [0, 1], [0, 1]].mean())
+    f_render = float(cameras.K[:, [0, 1], [0, 1]].max())
+    return eps2d * max(1.0, f_render / f_model) ** 2
