@@ -45,6 +45,7 @@ class NodeParams:
     scene_scale: float = 0.0
     backend: str = "local"
     checkpoint: str = ""
+    motion_prior_radius: int = -1
     device: str = "auto"
     remote_address: str = "localhost:50051"
     remote_token_file: str = ""
@@ -94,6 +95,8 @@ class NodeParams:
             problems.append("diagnostics_period_s must be > 0")
         if self.max_image_pixels < 1:
             problems.append("max_image_pixels must be >= 1")
+        if self.motion_prior_radius < -1:
+            problems.append("motion_prior_radius must be -1 (the checkpoint's), 0 (off) or a radius in pixels")
         if self.dynamic_speed_threshold < 0 or self.motion_voxel_m <= 0 or self.max_motion_markers < 0:
             problems.append("need dynamic_speed_threshold >= 0, motion_voxel_m > 0 and max_motion_markers >= 0")
         if self.queue_size < 1 or self.qos_depth < 1:
@@ -179,6 +182,7 @@ PARAM_DOCS: dict[str, str] = {
     "scene_scale": "fixed metres per model unit; 0 = estimate centre and scale per window from the cameras",
     "backend": "local (model in this process) or remote (lrm4d serve)",
     "checkpoint": "model checkpoint (.safetensors); empty = the embedded default",
+    "motion_prior_radius": "local backend: search radius (model pixels) of the model's block-matching motion prior; -1 = the checkpoint's (the embedded default: 8), 0 = off (saves its cost on static rigs)",
     "device": "auto, cpu, cuda or cuda:N (local backend)",
     "remote_address": "host:port of lrm4d serve (remote backend)",
     "remote_token_file": "file holding the bearer token for the remote backend",
