@@ -505,8 +505,8 @@ def test_scene_normalization_estimate_inward_and_outward():
 def test_render_slices_and_calls_rasterize(monkeypatch):
     calls = {}
 
-    def fake_rasterize(gaussians3d, cameras, background=None, backend="auto"):
-        calls.update(n=len(gaussians3d), cams=cameras, background=background, backend=backend)
+    def fake_rasterize(gaussians3d, cameras, background=None, backend="auto", **options):
+        calls.update(n=len(gaussians3d), cams=cameras, background=background, backend=backend, options=options)
         return types.SimpleNamespace(color=torch.zeros(len(cameras), cameras.height, cameras.width, 3))
 
     fake = types.ModuleType("lrm4d_core.render")
@@ -522,6 +522,7 @@ def test_render_slices_and_calls_rasterize(monkeypatch):
     n_4d = calls["n"]
     api.render(rec, cams, 0.5)  # a Reconstruction: sliced in model space, same Gaussians
     assert calls["n"] == n_4d and calls["backend"] == "auto"
+    assert calls["options"] == {"eps2d": pytest.approx(0.3)}  # the input cameras: the model's own blur
     batched = Gaussians4D(*(getattr(rec.gaussians, f.name)[None] for f in dataclasses.fields(Gaussians4D)))
     with pytest.raises(ValueError, match="unbatched"):
         api.render(batched, cams, 0.5)

@@ -346,8 +346,10 @@ def render(
 
     Args:
         gaussians4d: an unbatched Gaussians4D [N, ...] (world or model frame), or a
-            `Reconstruction` (then sliced in model space and mapped to the world: same result as
-            its `.gaussians`, without the 4D re-factorization; see `Reconstruction`).
+            `Reconstruction` (then sliced in model space and mapped to the world: the same
+            Gaussians as its `.gaussians`, without the 4D re-factorization, see `Reconstruction`;
+            rendered as `rasterize_over` does, with the blur of the model's resolution, which
+            differs from the plain 0.3 px^2 only for cameras finer than the model's inputs).
         cameras: C cameras in the same frame as the Gaussians (world for a Reconstruction).
         t: time in the Gaussians' time units (seconds for world-frame sets and Reconstructions).
         background: [3] colour behind the Gaussians. None: a Reconstruction's environment map,
@@ -397,5 +399,5 @@ def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 
     cameras (at least 1). The network sized its Gaussians for the model's pixels with eps2d of
     blur; rendered at 2x with the same blur in the new, smaller pixels they show as separate dots."""
     f_model = float(rec.model_cameras.K[:, [0, 1], [0, 1]].mean())
-    f_render = float(cameras.K[:, [0, 1], [0, 1]].max())
+    f_render = float(cameras.K[:, [0, 1], [0, 1]].mean())
     return eps2d * max(1.0, f_render / f_model) ** 2
