@@ -31,8 +31,9 @@ interiors (aperture problem: only edges and texture move), and cameras that move
 `max_baseline`). Its velocities are placed at the decoded depth, so depth errors misplace and
 mis-scale them. Cost: two cost volumes of (2 radius + 1)^2 offsets per view with a partner.
 
-`velocity_rotation` turns a velocity into the 4D rotation that makes a Gaussian with given spatial
-and temporal scales slice with that velocity (SPEC §1 keeps rotations and scales; no new fields).
+`velocity_rotation` turns a velocity into the 4D rotation (and temporal scale) that makes a
+Gaussian with given spatial and temporal scales slice with that velocity while it stays visible as
+long as before (SPEC §1 keeps rotations and scales; no new fields).
 """
 
 from __future__ import annotations
@@ -290,28 +291,35 @@ def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
     return (left_isoclinic(p) @ q[..., None])[..., 0]
 
 
-def velocity_rotation(velocity: Tensor, scale_space: Tensor, scale_t: Tensor) -> tuple[Tensor, Tensor]:
-    """(q_left, q_right) [..., 4] of the simple 4D rotation, in the plane of the velocity's direction
-    and the time axis, that makes a Gaussian with spatial scale `scale_space` [...] (isotropic) and
-    temporal scale `scale_t` [...] slice with `velocity` [..., 3].
+def velocity_rotation(velocity: Tensor, scale_space: Tensor, scale_t: Tensor,
+                      max_angle: float = 80.0) -> tuple[Tensor, Tensor, Tensor]:
+    """(q_left, q_right, new scale_t), each [..., 4] / [...]: the simple 4D rotation, in the plane of
+    the velocity's direction n and the time axis, and the temporal scale that make a Gaussian with
+    spatial scale `scale_space` [...] (isotropic) and temporal scale `scale_t` [...] slice with
+    `velocity` [..., 3] while its temporal marginal (Sigma_tt = scale_t^2, how long it is seen)
+    stays as it was.
 
-    Rotating the time axis by theta towards direction n gives Sigma_nt / Sigma_tt =
-    (st^2 - s^2) sin cos / (st^2 cos^2 + s^2 sin^2); for speed u, tan(theta) is the small root of
-    s^2 u k^2 - (st^2 - s^2) k + st^2 u = 0. Speeds above 0.9 of the largest expressible one,
-    (st^2 - s^2) / (2 s st), are capped there (none where st <= s)."""
+    Rotating the time axis by theta towards n with scales (s, st') gives Sigma_tt =
+    st'^2 cos^2 + s^2 sin^2 and Sigma_nt = (st'^2 - s^2) sin cos. Sigma_tt = st^2 asks for
+    st'^2 = (st^2 - s^2 sin^2) / cos^2, and then Sigma_nt / Sigma_tt = (st^2 - s^2) tan(theta) / st^2,
+    so tan(theta) = u st^2 / (st^2 - s^2) for speed u. Sliced, such a Gaussian is stretched along
+    its motion by about 1 / cos(theta). The angle is capped at `max_angle` degrees (speeds above
+    tan(max_angle) (st^2 - s^2) / st^2 are capped), and nothing moves where st <= s."""
     s2, st2 = scale_space**2, scale_t**2
     speed = torch.linalg.norm(velocity, dim=-1)
-    limit = 0.9 * ((st2 - s2) / (2 * scale_space * scale_t).clamp_min(1e-12)).clamp_min(0.0)
-    u = torch.minimum(speed, limit)
-    diff = st2 - s2
-    k = 2 * st2 * u / (diff + (diff**2 - 4 * s2 * st2 * u**2).clamp_min(0.0).sqrt()).clamp_min(1e-12)
-    theta = torch.atan(k)
+    ratio = ((st2 - s2) / st2.clamp_min(1e-24)).clamp_min(0.0)  # 0 where st <= s: no velocity
+    tan = torch.minimum(speed / ratio.clamp_min(1e-12), torch.full_like(speed, math.tan(math.radians(max_angle))))
+    tan = torch.where(ratio > 0, tan, torch.zeros_like(tan))
+    theta = torch.atan(tan)
+    sin, cos = torch.sin(theta), torch.cos(theta)
+    new_scale_t = ((st2 - s2 * sin**2) / cos**2).sqrt()
     n = velocity / speed.clamp_min(1e-12)[..., None]
     e1 = torch.cat([n, torch.zeros_like(n[..., :1])], -1)
     e2 = torch.zeros_like(e1)
     e2[..., 3] = 1.0
-    sin, cos = torch.sin(theta)[..., None, None], torch.cos(theta)[..., None, None]
+    sin, cos = sin[..., None, None], cos[..., None, None]
     outer = lambda a, b: a[..., :, None] * b[..., None, :]  # noqa: E731
     eye = torch.eye(4, dtype=velocity.dtype, device=velocity.device).expand(*velocity.shape[:-1], 4, 4)
     rot = eye + sin * (outer(e1, e2) - outer(e2, e1)) + (cos - 1) * (outer(e1, e1) + outer(e2, e2))
-    return factor_rotation_4d(rot)
+    q_left, q_right = factor_rotation_4d(rot)
+    return q_left, q_right, new_scale_t

@@ -189,8 +189,9 @@ def decode_prior(
     if constants.motion.radius:
         velocity = matched_velocity(images, xyz.detach(), cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
         if bool(velocity.any()):  # no partners (moving cameras) or nothing moved: R_v is the identity
-            v_l, v_r = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
+            v_l, v_r, scale_t = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
             q_l, q_r = quaternion_multiply(v_l, q_l), quaternion_multiply(q_r, v_r)  # R_v R: L(v_l q_l) R(q_r v_r)
+            scales = torch.cat([scales[..., :3], scale_t[..., None]], dim=-1)  # seen as long as before
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     prior_logit = math.log(constants.opacity / (1 - constants.opacity))
     logit = torch.where(is_background, torch.full_like(g_o[..., 0], -prior_logit), torch.full_like(g_o[..., 0], prior_logit))
