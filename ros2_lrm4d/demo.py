@@ -44,7 +44,6 @@ __all__ = ["run_demo", "main"]
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
 FORECAST_S = 0.5
-CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")
 RIGS = ("driving", "workspace")
 
 
@@ -118,7 +117,7 @@ def run_demo(out: Path, size: int = 128, frames: int = 24, device: str = "auto",
     bag = write_synthetic_bag(out / "input_bag", rig, seed=7, width=width, height=height, frames=frames,
                               gt_dir=out / "ground_truth", progress=progress)
     gt = load_ground_truth(bag.gt_dir)
-    cameras = CAMERAS if rig == "driving" else tuple(dict.fromkeys(r["camera"] for r in gt.index["images"]))
+    cameras = tuple(dict.fromkeys(r["camera"] for r in gt.index["images"]))  # the bag's, in its order (driving: front first)
     params = NodeParams(cameras=cameras, window_duration_s=1.0, update_rate_hz=2.0, max_views=12, min_steps=4,
                         forecast_horizons_s=(FORECAST_S,), render_max_side=max(width, height), device=device)
 
