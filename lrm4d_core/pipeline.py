@@ -15,6 +15,7 @@ shows (window end, or window end + horizon for forecasts and future views; `shel
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -92,6 +93,8 @@ class PipelineConfig:
             the backend estimate one per window from the camera poses.
         dynamic_speed_threshold: Gaussians of the window-end cloud faster than this (m/s) are the
             moving part (`Products.dynamic`, `Products.objects`; `lrm4d_core.motion`).
+        ground_z: height of the ground in the fixed frame (world z up), or None (unknown); the
+            model puts what it sees near the ground on it (`model.api.reconstruct`).
     """
 
     forecast_horizons_s: tuple[float, ...] = (0.5,)
@@ -104,8 +107,11 @@ class PipelineConfig:
     scene_center: tuple[float, float, float] | None = None
     scene_scale: float | None = None
     dynamic_speed_threshold: float = 0.3
+    ground_z: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ground_z is not None and not math.isfinite(self.ground_z):
+            raise ValueError(f"ground_z must be finite or None, got {self.ground_z}")
         if self.max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {self.max_points}")
         if any(h <= 0 for h in self.forecast_horizons_s):
@@ -196,7 +202,7 @@ class Backend(Protocol):
     model_id: str
 
     def reconstruct(self, images: Sequence[np.ndarray], cameras: Cameras, times: np.ndarray,
-                    scene: SceneNormalization | None) -> Reconstruction: ...
+                    scene: SceneNormalization | None, ground_z: float | None = None) -> Reconstruction: ...
 
 
 class LocalBackend:
@@ -208,10 +214,10 @@ class LocalBackend:
         self.last_timings: dict[str, float] = {}
 
     def reconstruct(self, images: Sequence[np.ndarray], cameras: Cameras, times: np.ndarray,
-                    scene: SceneNormalization | None) -> Reconstruction:
+                    scene: SceneNormalization | None, ground_z: float | None = None) -> Reconstruction:
         from .model.api import reconstruct
 
-        return reconstruct(self.model, list(images), cameras, times, scene=scene, world=False)  # 4D world set: lazily, per Products
+        return reconstruct(self.model, list(images), cameras, times, scene=scene, world=False, ground_z=ground_z)  # 4D world set: lazily, per Products
 
 
 def prune(cloud: Gaussians3D, max_points: int) -> Gaussians3D:
@@ -259,7 +265,7 @@ class Reconstructor:
         timings["prepare"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        rec = self.backend.reconstruct([f.image for f in frames], cameras, times, cfg.scene())
+        rec = self.backend.reconstruct([f.image for f in frames], cameras, times, cfg.scene(), cfg.ground_z)
         timings["model"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +44,8 @@ class NodeParams:
     jump_back_s: float = 5.0
     scene_center: tuple[float, ...] = (0.0, 0.0, 0.0)
     scene_scale: float = 0.0
+    use_ground_plane: bool = True
+    ground_z: float = 0.0
     backend: str = "local"
     checkpoint: str = ""
     motion_prior_radius: int = -1
@@ -89,6 +92,8 @@ class NodeParams:
                 problems.append(f"{q} must be 'sensor_data' or 'reliable', got {getattr(self, q)!r}")
         if len(self.scene_center) != 3 or self.scene_scale < 0:
             problems.append("scene_center needs 3 values and scene_scale must be >= 0 (0 = estimate per window)")
+        if not math.isfinite(self.ground_z):
+            problems.append("ground_z must be finite (use_ground_plane: false when the ground is unknown)")
         if self.update_rate_hz <= 0:
             problems.append("update_rate_hz must be > 0")
         if self.diagnostics_period_s <= 0:
@@ -151,6 +156,7 @@ class NodeParams:
             scene_scale=self.scene_scale if self.scene_scale > 0 else None,
             background=parse_color(self.background) if self.background else None,
             dynamic_speed_threshold=self.dynamic_speed_threshold,
+            ground_z=self.ground_z if self.use_ground_plane else None,
         )
 
     @staticmethod
@@ -180,6 +186,8 @@ PARAM_DOCS: dict[str, str] = {
     "jump_back_s": "a stamp this far behind the newest resets the window (looping bag, restarted clock); so do two steps in a row before the window's start, and three rising steps in a row behind the newest (a bag shorter than the window looping)",
     "scene_center": "fixed model-box centre in fixed_frame [x, y, z] (used when scene_scale > 0)",
     "scene_scale": "fixed metres per model unit; 0 = estimate centre and scale per window from the cameras",
+    "use_ground_plane": "the ground is the plane z = ground_z of fixed_frame (z up, REP 105); what the model sees near it is put on it (false: nothing assumed)",
+    "ground_z": "height of the ground in fixed_frame (m), used with use_ground_plane",
     "backend": "local (model in this process) or remote (lrm4d serve)",
     "checkpoint": "model checkpoint (.safetensors); empty = the embedded default",
     "motion_prior_radius": "local backend: search radius (model pixels) of the model's block-matching motion prior; -1 = the checkpoint's (the embedded default: 8), 0 = off (saves its cost on static rigs)",

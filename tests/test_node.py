@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import os
 import signal
 import sys
@@ -86,6 +87,10 @@ def test_params_from_values_coerces_and_validates():
     assert p.update_rate_hz == 10.0 and isinstance(p.update_rate_hz, float)
     assert p.scene_center == (1.0, 2.0, 3.0) and p.forecast_horizons_s == (1.0, 2.0) and p.cameras == ("a", "b")
     assert params_from_values({}) == NodeParams()
+    # the ground reaches the pipeline only when it is declared known
+    assert NodeParams().pipeline_config().ground_z == 0.0
+    assert params_from_values({"ground_z": -1.5}).pipeline_config().ground_z == -1.5
+    assert params_from_values({"use_ground_plane": False, "ground_z": -1.5}).pipeline_config().ground_z is None
     for values, words in [
         ({"queue_size": 2.5}, ["queue_size", "integer"]),
         ({"queue_size": True}, ["queue_size", "integer"]),
@@ -96,6 +101,7 @@ def test_params_from_values_coerces_and_validates():
         ({"window_duration_s": 9.0}, ["jump_back_s"]),
         ({"virtual_cameras_json": "{"}, ["virtual_cameras_json"]),
         ({"diagnostics_period_s": 0.0}, ["diagnostics_period_s"]),
+        ({"ground_z": math.nan}, ["ground_z"]),
         ({"no_such_parameter": 1}, ["no_such_parameter"]),
     ]:
         with pytest.raises(ValueError) as info:

@@ -183,3 +183,71 @@ def test_reconstruct_passes_the_scene_scale_to_the_outward_prior():
         on_dome = ((g.means[:, :3] - origins).norm(dim=-1) - cfg.prior.dome_radius * scale).abs() < 1e-3 * scale
         on_ground = g.means[:, 2].abs() < 1e-3
         assert on_ground.sum() > 100 and on_dome.sum() > 100 and bool((on_ground | on_dome).all())
+
+
+def test_snap_to_ground_against_a_numpy_plane_intersection():
+    """Which rays snap and where they meet the ground, against numpy: down rays from cameras above
+    the ground whose depth is within the tolerance of the hit; never rays going up, cameras below
+    the ground, or windows whose ground is unknown (NaN)."""
+    from lrm4d_core.model.prior import snap_to_ground
+
+    rng = np.random.default_rng(4)
+    B, P, tol = 3, 400, 0.15
+    o = rng.uniform(-1, 1, (B, P, 3))
+    d = rng.normal(size=(B, P, 3))
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    ground = np.array([-0.5, 0.2, np.nan])
+    hit_np = (ground[:, None] - o[..., 2]) / np.where(d[..., 2] != 0, d[..., 2], 1e-30)
+    depth = hit_np * rng.uniform(0.7, 1.3, (B, P))  # around the hit: about half within 15 %
+    depth = np.where(np.isfinite(depth) & (depth > 0), depth, 1.0)
+    snapped, hit = snap_to_ground(torch.tensor(depth)[..., None], torch.tensor(o), torch.tensor(d), torch.tensor(ground), tol)
+    above = (o[..., 2] > ground[:, None]) & (d[..., 2] < -1e-6)  # NaN compares False: unknown ground never snaps
+    expected = above & (np.abs(depth - hit_np) <= tol * hit_np)
+    assert np.array_equal(snapped[..., 0].numpy(), expected)
+    assert 50 < expected[:2].sum() < 2 * P - 50 and not expected[2].any()
+    assert np.allclose(hit[..., 0].numpy()[above], hit_np[above])
+    points = o + hit[..., 0].numpy()[..., None] * d
+    assert np.allclose(points[above][:, 2], np.broadcast_to(ground[:, None], (B, P))[above])
+    assert torch.isinf(hit[..., 0][torch.tensor(~above)]).all()
+
+
+def test_known_ground_puts_the_pixels_near_it_on_it():
+    """A model at initialisation (the heuristic reconstruction) over a floor: pixels whose decoded
+    depth is within `ground_snap` of their ray's floor hit move onto the floor along their ray (z
+    exactly the floor's, in the caller's frame through `reconstruct`), the others do not move, and
+    a model with ground_snap 0 (older checkpoints) or no ground given is unchanged."""
+    from lrm4d_core.model.api import reconstruct
+
+    poses = [look_at([2.5 * math.cos(a), 2.5 * math.sin(a), 1.8], [0, 0, 0.2]) for a in (0.0, 2.0, 4.0)]
+    cams = _cams(poses, size=16, f=12.0)
+    images = [np.random.default_rng(i).integers(0, 200, (16, 16, 3), dtype=np.uint8) for i in range(3)]
+    times = [0.0, 0.1, 0.2]
+    scene = SceneNormalization(torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64), 1.3)
+
+    def run(ground_snap, ground_z):
+        torch.manual_seed(0)
+        model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2, image_size=(16, 16), prior={"ground_snap": ground_snap})).eval()
+        with torch.no_grad():
+            model.pixel_head.weight.zero_()
+        return reconstruct(model, images, cams, times, scene=scene, ground_z=ground_z).gaussians.means[:, :3].double()
+
+    plain = run(0.0, None)
+    assert torch.equal(run(0.0, -0.4), plain) and torch.equal(run(0.3, None), plain)
+    snapped = run(0.3, -0.4)
+    o, d = pixel_rays(cams)
+    o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+    depth = ((plain - o) * d).sum(-1)
+    hit = (-0.4 - o[:, 2]) / d[:, 2]
+    near = (d[:, 2] < 0) & ((depth - hit).abs() <= 0.3 * hit)
+    assert 50 < int(near.sum()) < len(near) - 50
+    assert torch.allclose(snapped[near], o[near] + hit[near, None] * d[near], atol=1e-4)
+    assert torch.allclose(snapped[near, 2], torch.full((int(near.sum()),), -0.4, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(snapped[~near], plain[~near], atol=1e-5)
+    with pytest.raises(ValueError, match="ground_z"):
+        run(0.3, math.inf)
+    assert PriorConstants(**{**PriorConstants().__dict__, "ground_snap": 0.2}).ground_snap == 0.2
+    with pytest.raises(ValueError):
+        PriorConstants(ground_snap=1.5)
+    legacy = preset("tiny").to_dict()
+    del legacy["prior"]["ground_snap"]
+    assert ModelConfig.from_dict(legacy).prior.ground_snap == 0.0

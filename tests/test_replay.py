@@ -45,7 +45,7 @@ class DepthOracle:
         for rec in gt.scene.images:
             self.depth_by_image[read_image(gt.scene, rec).tobytes()] = read_depth(gt.scene, rec)
 
-    def reconstruct(self, images, cameras: Cameras, times, scene) -> Reconstruction:
+    def reconstruct(self, images, cameras: Cameras, times, scene, ground_z=None) -> Reconstruction:
         origins, dirs = pixel_rays(cameras)  # [V, H, W, 3]
         optical_z = cameras.cam_to_world[:, None, None, :3, 2]
         parts = []
@@ -81,7 +81,7 @@ class MotionOracle(DepthOracle):
         gt = load_ground_truth(gt_dir)
         self.velocity_by_image = {read_image(gt.scene, r).tobytes(): read_velocity(gt.scene, r) for r in gt.scene.images}
 
-    def reconstruct(self, images, cameras: Cameras, times, scene) -> Reconstruction:
+    def reconstruct(self, images, cameras: Cameras, times, scene, ground_z=None) -> Reconstruction:
         origins, dirs = pixel_rays(cameras)
         optical_z = cameras.cam_to_world[:, None, None, :3, 2]
         parts = []

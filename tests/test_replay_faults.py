@@ -227,8 +227,8 @@ def test_non_finite_reconstructions_are_never_published(clean, backend, tmp_path
     class Poisoned:
         model_id = "poisoned"
 
-        def reconstruct(self, images, cameras, times, scene):
-            rec = backend.reconstruct(images, cameras, times, scene)
+        def reconstruct(self, images, cameras, times, scene, ground_z=None):
+            rec = backend.reconstruct(images, cameras, times, scene, ground_z)
             g = rec.gaussians_model
             means = g.means.clone()
             means[::7, 0] = float("nan")
@@ -317,11 +317,11 @@ def test_a_failing_window_is_one_counted_drop_and_the_rest_are_published(clean, 
     class FailsOnce:
         model_id = "fails-once"
 
-        def reconstruct(self, images, cameras, times, scene):
+        def reconstruct(self, images, cameras, times, scene, ground_z=None):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("CUDA error: an illegal memory access")
-            return backend.reconstruct(images, cameras, times, scene)
+            return backend.reconstruct(images, cameras, times, scene, ground_z)
 
     summary = replay(clean.path, tmp_path / "out", params(), FailsOnce(), progress=False)
     out = decoded(tmp_path / "out")

@@ -83,7 +83,8 @@ def window(views: int = 3, width: int = 24, height: int = 20, seed: int = 0):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = load_model(preset="tiny", device="cpu", hidden=32, layers=2, heads=2, image_size=(16, 16))
+    model = load_model(preset="tiny", device="cpu", hidden=32, layers=2, heads=2, image_size=(16, 16),
+                       prior={"ground_snap": 0.3})  # so that a known ground changes the result
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, provenance={"test": True})
 
 
@@ -174,7 +175,13 @@ def test_remote_equals_local(server, local, encoding):
         rec2 = backend.reconstruct(images, cams, times, scene)
         assert_same_reconstruction(local.reconstruct(images, cams, times, scene), rec2)
         assert rec2.scene.scale == 1.7
-        assert backend.status == "ok" and backend.counters["ok"] == 2
+        # a known ground travels with the request and acts on the server as it does locally
+        grounded = local.reconstruct(images, cams, times, None, ground_z=-0.6)
+        plain = local.reconstruct(images, cams, times, None)
+        moved = (grounded.gaussians_model.means - plain.gaussians_model.means).abs().amax(-1) > 1e-3
+        assert 0 < int(moved.sum()) < len(moved)
+        assert_same_reconstruction(grounded, backend.reconstruct(images, cams, times, None, ground_z=-0.6))
+        assert backend.status == "ok" and backend.counters["ok"] == 3
         assert {"server_forward", "server_queue", "rpc", "client_total"} <= set(rec.timings)
 
 

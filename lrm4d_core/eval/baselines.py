@@ -72,6 +72,7 @@ class Example:
     input_depths: Tensor | None = None  # [V, H, W] z-depth (inf: nothing hit), when the data has it
     target_depths: Tensor | None = None  # [T, H, W]
     target_masks: Tensor | None = None  # [T, H, W] bool foreground
+    ground_z: float | None = None  # height of a horizontal ground plane (world z up), when the scene records one
 
     @property
     def input_pairs(self) -> list[tuple[int, int]]:
@@ -151,10 +152,11 @@ def render_targets(
 
 
 def _timed_reconstruct(
-    model: LRM4D, images: Tensor, cameras: Cameras, times: Tensor, scene: SceneNormalization | None = None
+    model: LRM4D, images: Tensor, cameras: Cameras, times: Tensor, scene: SceneNormalization | None = None,
+    ground_z: float | None = None,
 ) -> tuple[_api.Reconstruction, float]:
     t0 = _time.perf_counter()
-    rec = _api.reconstruct(model, images, cameras, times, scene=scene, world=False)
+    rec = _api.reconstruct(model, images, cameras, times, scene=scene, world=False, ground_z=ground_z)
     return rec, _time.perf_counter() - t0
 
 
@@ -169,14 +171,14 @@ def _model_pixels(model: LRM4D, images: Tensor) -> Tensor:
 
 
 def run_model(model: LRM4D, ex: Example, background: Tensor | None) -> tuple[Tensor, dict, _api.Reconstruction, Tensor]:
-    rec, seconds = _timed_reconstruct(model, ex.images, ex.cameras, ex.times)
+    rec, seconds = _timed_reconstruct(model, ex.images, ex.cameras, ex.times, ground_z=ex.ground_z)
     preds, depth = render_targets(rec, ex.target_cameras, ex.target_times, background, with_depth=True)
     return preds, {"seconds": seconds}, rec, depth
 
 
 def run_no_time(model: LRM4D, ex: Example, background: Tensor | None) -> tuple[Tensor, dict]:
     t_static = 0.5 * float(ex.times.min() + ex.times.max())
-    rec, seconds = _timed_reconstruct(model, ex.images, ex.cameras, torch.full_like(ex.times, t_static))
+    rec, seconds = _timed_reconstruct(model, ex.images, ex.cameras, torch.full_like(ex.times, t_static), ground_z=ex.ground_z)
     preds = render_targets(rec, ex.target_cameras, ex.target_times, background, at=t_static)
     return preds, {"seconds": seconds, "static_time": t_static}
 
@@ -201,7 +203,7 @@ def run_per_frame(
         key = tuple(index.tolist())
         if key not in cache:
             images, cams, times = _select(ex, index)
-            rec, dt = _timed_reconstruct(model, images, cams, times, scene)
+            rec, dt = _timed_reconstruct(model, images, cams, times, scene, ex.ground_z)
             seconds += dt
             cache[key] = (rec, float(times.mean()))
         rec, t_in = cache[key]
@@ -260,7 +262,7 @@ def run_fit(
 def warm_up(model: LRM4D, ex: Example, background: Tensor | None, fit: bool = True, fit_gaussians: int = 4096) -> None:
     """Untimed first calls (allocator, kernels, autograd and optimizer set-up) so that the timed
     reconstructions and the fit budget of the first example are not charged one-off costs."""
-    rec, _ = _timed_reconstruct(model, ex.images, ex.cameras, ex.times)
+    rec, _ = _timed_reconstruct(model, ex.images, ex.cameras, ex.times, ground_z=ex.ground_z)
     if fit:
         run_fit(model, ex, rec, 0.0, background, num_gaussians=fit_gaussians, max_steps=1)
 
@@ -294,7 +296,7 @@ def evaluate_example(
         preds["model"], info["model"], rec, depth = run_model(model, ex, background)
         model_seconds = info["model"]["seconds"]
     else:
-        rec, model_seconds = _timed_reconstruct(model, ex.images, ex.cameras, ex.times)
+        rec, model_seconds = _timed_reconstruct(model, ex.images, ex.cameras, ex.times, ground_z=ex.ground_z)
     if "no_time" in methods:
         preds["no_time"], info["no_time"] = run_no_time(model, ex, background)
     if "per_frame" in methods:

@@ -26,10 +26,16 @@ Scene normalization when the caller passes none (`estimate_scene_normalization`)
 - otherwise (outward-looking rigs, e.g. driving; a single camera; parallel axes): the centroid of
   the camera centres is the centre and `config.scene_radius` world units make one model unit.
 Time normalization: `TimeNormalization.spanning(min(times), max(times))` unless given.
+
+Ground: a caller that knows the height of the ground in its fixed frame (world z up; REP 105 puts
+z = 0 on the ground in `map` / `odom`) passes it as `ground_z`; the "prior" parametrization then
+puts the pixels it decodes within `config.prior.ground_snap` of the ground onto it
+(`model.prior.snap_to_ground`). Without it nothing is assumed about the ground.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 import time as _time
@@ -238,13 +244,15 @@ def _sync(device: torch.device) -> None:
 @dataclass(frozen=True)
 class PreparedWindow:
     """A window as the network takes it: pixels [V, 3, H, W] at the model resolution on the model's
-    device, the V cameras in the model box (float32) and model times [V], plus the normalizations."""
+    device, the V cameras in the model box (float32) and model times [V], the normalizations, and
+    the ground's height in the model box (NaN: unknown)."""
 
     pixels: Tensor
     cameras: Cameras
     times: Tensor
     scene: SceneNormalization
     time: TimeNormalization
+    ground: float = float("nan")
 
 
 def prepare_window(
@@ -255,6 +263,7 @@ def prepare_window(
     scene: SceneNormalization | None = None,
     time: TimeNormalization | None = None,
     image_size: tuple[int, int] | None = None,
+    ground_z: float | None = None,
 ) -> PreparedWindow:
     """Resize, rescale intrinsics and normalize one window exactly as `reconstruct` does (the
     inference server batches these). Arguments as in `reconstruct`."""
@@ -287,7 +296,12 @@ def prepare_window(
         time = TimeNormalization.spanning(float(times64.min()), float(times64.max()))
     model_cams = scene.cameras_to_model(cams).to(device=device, dtype=torch.float32)
     model_times = time.to_model(times64).to(device=device, dtype=torch.float32)
-    return PreparedWindow(pixels, model_cams, model_times, scene, time)
+    ground = float("nan")
+    if ground_z is not None:
+        if not math.isfinite(float(ground_z)):
+            raise ValueError(f"ground_z must be finite (None: unknown), got {ground_z}")
+        ground = (float(ground_z) - float(scene.center[2])) / float(scene.scale)
+    return PreparedWindow(pixels, model_cams, model_times, scene, time, ground)
 
 
 def reconstruct(
@@ -299,6 +313,7 @@ def reconstruct(
     time: TimeNormalization | None = None,
     image_size: tuple[int, int] | None = None,
     world: bool = True,
+    ground_z: float | None = None,
 ) -> Reconstruction:
     """Reconstruct one window of V posed, timed images as 4D Gaussians in the caller's frame.
 
@@ -311,18 +326,20 @@ def reconstruct(
         image_size: (H, W) to run the model at; default `model.config.image_size`.
         world: compute `Reconstruction.gaussians` (the 4D set in the fixed frame) now; with False
             it is computed on first access (use `rec.slice(t)` / `render(rec, ...)` meanwhile).
+        ground_z: height of the ground in the fixed frame (world z up), if known (module docstring).
     Returns:
         `Reconstruction`: `.gaussians` in the fixed frame, normalizations, timings.
     """
     t0 = _time.perf_counter()
     device = model.device
-    prepared = prepare_window(model, images, cameras, times, scene, time, image_size)
+    prepared = prepare_window(model, images, cameras, times, scene, time, image_size, ground_z)
     pixels, model_cams, model_times = prepared.pixels, prepared.cameras, prepared.times
     scene, time = prepared.scene, prepared.time
     _sync(device)
     t1 = _time.perf_counter()
     with torch.inference_mode():
-        out = model(pixels[None], model_cams, model_times[None], world_scale=scene.scale, with_environment=True)
+        out = model(pixels[None], model_cams, model_times[None], world_scale=scene.scale, with_environment=True,
+                    ground_height=prepared.ground)
     _sync(device)
     t2 = _time.perf_counter()
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}

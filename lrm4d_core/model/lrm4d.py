@@ -73,6 +73,7 @@ class RawOutput(NamedTuple):
         environment: [B, 3, K] environment-map SH coefficients, or None without that head.
         images, cameras, times: the inputs ("prior" decoding needs them).
         prior_depth: [B, V, H, W] prior depth along every pixel ray ("prior"), else None.
+        ground_height: [B] height of a known ground plane in the model box (NaN: unknown), or None.
     """
 
     pixel_raw: Tensor
@@ -84,6 +85,7 @@ class RawOutput(NamedTuple):
     cameras: Cameras | None = None
     times: Tensor | None = None
     prior_depth: Tensor | None = None
+    ground_height: Tensor | None = None
 
 
 class SceneOutput(NamedTuple):
@@ -187,7 +189,12 @@ class LRM4D(nn.Module):
         return contextlib.nullcontext()
 
     def forward_raw(
-        self, images: Tensor, cameras: Cameras | Sequence[Cameras], times: Tensor, world_scale: Tensor | float | None = None
+        self,
+        images: Tensor,
+        cameras: Cameras | Sequence[Cameras],
+        times: Tensor,
+        world_scale: Tensor | float | None = None,
+        ground_height: Tensor | float | None = None,
     ) -> RawOutput:
         """Network output before activations. Arguments as in `forward`."""
         if images.ndim != 5:
@@ -240,6 +247,7 @@ class LRM4D(nn.Module):
             cams,
             torch.as_tensor(times, device=images.device, dtype=images.dtype),
             prior,
+            None if ground_height is None else torch.as_tensor(ground_height, dtype=torch.float32, device=images.device).expand(B),
         )
 
     def decode_scene(self, raw: RawOutput) -> SceneOutput:
@@ -248,7 +256,7 @@ class LRM4D(nn.Module):
         if self.config.parametrization == "prior":
             background = torch.tensor(self.config.background, device=raw.pixel_raw.device)
             pixel = decode_prior(raw.pixel_raw, raw.images, raw.cameras, raw.times, raw.ray_origins, raw.ray_directions,
-                                 raw.prior_depth, background, self.config.prior, act.scale_max)
+                                 raw.prior_depth, background, self.config.prior, act.scale_max, raw.ground_height)
         else:
             pixel = Gaussians4D.from_raw(raw.pixel_raw, raw.ray_origins, raw.ray_directions, act)
         if raw.free_raw.shape[1]:
@@ -266,6 +274,7 @@ class LRM4D(nn.Module):
         times: Tensor,
         world_scale: Tensor | float | None = None,
         with_environment: bool = False,
+        ground_height: Tensor | float | None = None,
     ) -> Gaussians4D | SceneOutput:
         """Reconstruct.
 
@@ -278,8 +287,11 @@ class LRM4D(nn.Module):
                 which the "prior" parametrization needs for outward rigs (camera height above the
                 ground); default `config.scene_radius`, the outward rigs' normalization.
             with_environment: return a `SceneOutput` (Gaussians and environment map).
+            ground_height: height (z, world z up) of a known ground plane in the model box (float
+                or [B], NaN: unknown); the "prior" parametrization puts pixels within
+                `config.prior.ground_snap` of it on it. None: unknown.
         Returns:
             Gaussians4D of [B, V*H*W + N, ...] in the model box and model time, or a `SceneOutput`.
         """
-        out = self.decode_scene(self.forward_raw(images, cameras, times, world_scale))
+        out = self.decode_scene(self.forward_raw(images, cameras, times, world_scale, ground_height))
         return out if with_environment else out.gaussians

@@ -17,6 +17,10 @@ predicts corrections:
     motion    = R4 = R_v R(q_l, q_r): where `constants.motion` is on, the rotation that makes the
                 Gaussian slice with the block-matching velocity of its pixel (`model.motion_prior`)
                 composed with the network's
+    ground    = where the caller knows the ground plane (world z up, height given per window) and
+                `constants.ground_snap` > 0, a pixel whose decoded depth is within that relative
+                tolerance of its ray's ground hit is put on the ground (`snap_to_ground`), unless
+                the motion prior found it moving
 
 so a network whose head outputs zeros is exactly the heuristic-depth splat reconstruction.
 
@@ -43,7 +47,7 @@ from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
 from .motion_prior import MotionPriorConstants, matched_velocity, quaternion_multiply, velocity_rotation
 
-__all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "decode_prior"]
+__all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "snap_to_ground", "decode_prior"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class PriorConstants:
         depth_residual_max: cap of |g_xyz[0]| (the log-depth correction).
         motion: the block-matching velocity (`model.motion_prior`; radius 0, the default of
             checkpoints that predate it, turns it off).
+        ground_snap: relative depth tolerance within which a pixel's Gaussian is put on a known
+            ground plane (0, the default of checkpoints that predate it, turns it off; it acts
+            only where the caller gives the ground's height).
     """
 
     footprint_scale: float = 0.7
@@ -76,11 +83,13 @@ class PriorConstants:
     scale_t_max: float = 5.0
     depth_residual_max: float = 4.0
     motion: MotionPriorConstants = field(default_factory=MotionPriorConstants)
+    ground_snap: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
             object.__setattr__(self, "motion", MotionPriorConstants(**self.motion))
-        if not 0 < self.near < self.far or not 0 < self.opacity < 1 or min(self.footprint_scale, self.time_width, self.dome_radius) <= 0:
+        if not 0 < self.near < self.far or not 0 < self.opacity < 1 or min(self.footprint_scale, self.time_width, self.dome_radius) <= 0 \
+                or not 0 <= self.ground_snap < 1:
             raise ValueError(f"invalid prior constants {self}")
 
 
@@ -136,6 +145,34 @@ def input_time_gap(times: Tensor) -> Tensor:
     return torch.where(distinct > 1, gap, torch.ones_like(gap))
 
 
+def snap_to_ground(
+    depth: Tensor, ray_origins: Tensor, ray_directions: Tensor, ground: Tensor, tolerance: float
+) -> tuple[Tensor, Tensor]:
+    """Which pixels lie on a known ground plane, and the depth of their ray's ground hit.
+
+    Why: on a floor or a road the ground is the largest surface in view and a robot usually knows
+    where it is (the fixed frame's z = 0 on the ground, REP 105); at 64 px the network's depth is
+    right to about a pixel footprint (decimetres), the ground's is exact. A pixel snaps when its
+    ray goes down from a camera above the ground and the decoded depth is within `tolerance`
+    (relative) of the ray's ground hit: movers and walls, further than that from the floor,
+    keep their decoded depth.
+
+    Args:
+        depth: [B, P, 1] decoded depth along unit rays; ray_origins, ray_directions: [B, P, 3]
+            (world z up, the model box's axes are the world's).
+        ground: [B] the ground's height in the same frame, NaN where it is unknown.
+        tolerance: relative depth tolerance (> 0).
+    Returns:
+        (snapped [B, P, 1] bool, ground-hit depth [B, P, 1], +inf where the ray misses it).
+    """
+    g = ground.to(depth)[:, None, None]
+    oz, dz = ray_origins[..., 2:3], ray_directions[..., 2:3]
+    above = torch.isfinite(g) & (oz > g) & (dz < -1e-6)
+    hit = torch.where(above, (g - oz) / dz.clamp_max(-1e-6), torch.full_like(depth, math.inf))
+    snapped = above & ((depth - hit).abs() <= tolerance * hit)
+    return snapped, hit
+
+
 def decode_prior(
     raw: Tensor,
     images: Tensor,
@@ -147,6 +184,7 @@ def decode_prior(
     background: Tensor,
     constants: PriorConstants,
     scale_max: float,
+    ground: Tensor | None = None,
 ) -> Gaussians4D:
     """Pixel-aligned Gaussians from raw head output as residuals on the prior (module docstring).
 
@@ -156,6 +194,8 @@ def decode_prior(
         ray_origins, ray_directions: [B, V*H*W, 3]; prior: [B, V, H, W] prior depth along the rays.
         background: [3] the colour the model composites on (pixels of it start transparent).
         scale_max: cap of the spatial scales (the SPEC activation's).
+        ground: [B] height of a known ground plane in the model box (world z up; NaN or None:
+            unknown), used where `constants.ground_snap` > 0.
     """
     B, V, _, H, W = images.shape
     g_xyz, g_t, g_rgb, g_s, g_st, q_l, q_r, g_o = raw.split([3, 1, 3, 3, 1, 4, 4, 1], dim=-1)
@@ -169,10 +209,25 @@ def decode_prior(
 
     log_residual = g_xyz[..., :1].clamp(-constants.depth_residual_max, constants.depth_residual_max)
     depth = (prior.reshape(B, V * H * W, 1) * torch.exp(log_residual)).clamp(constants.near, constants.far)
-    footprint = depth / expand(focal)
     cam_x = c2w[:, :, None, :3, 0].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
     cam_y = c2w[:, :, None, :3, 1].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
-    xyz = ray_origins + depth * ray_directions + footprint * (g_xyz[..., 1:2] * cam_x + g_xyz[..., 2:3] * cam_y)
+
+    def place(depth: Tensor) -> Tensor:  # the centre: on the ray at `depth`, plus the in-image offset
+        return ray_origins + depth * ray_directions + depth / expand(focal) * (g_xyz[..., 1:2] * cam_x + g_xyz[..., 2:3] * cam_y)
+
+    xyz = place(depth)
+    velocity = None
+    if constants.motion.radius:
+        velocity = matched_velocity(images, xyz.detach(), cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
+    if ground is not None and constants.ground_snap > 0:
+        on_ground, hit = snap_to_ground(depth, ray_origins, ray_directions, ground, constants.ground_snap)
+        if velocity is not None:  # what moves is not the ground, however near it is decoded
+            on_ground = on_ground & ~velocity.detach().abs().gt(0).any(-1, keepdim=True)
+        depth = torch.where(on_ground, hit, depth)
+        xyz = place(depth)
+        # the in-image offset moves a snapped centre off the plane; keep it on the plane
+        xyz = torch.cat([xyz[..., :2], torch.where(on_ground, ground.to(xyz)[:, None, None], xyz[..., 2:3])], dim=-1)
+    footprint = depth / expand(focal)
 
     gap = input_time_gap(times)[:, None].expand(B, V)
     mu_t = expand(times) + expand(gap) * g_t
@@ -186,12 +241,10 @@ def decode_prior(
         dim=-1,
     )
     q_l, q_r = torch.nn.functional.normalize(q_l, dim=-1), torch.nn.functional.normalize(q_r, dim=-1)
-    if constants.motion.radius:
-        velocity = matched_velocity(images, xyz.detach(), cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
-        if bool(velocity.any()):  # no partners (moving cameras) or nothing moved: R_v is the identity
-            v_l, v_r, scale_t = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
-            q_l, q_r = quaternion_multiply(v_l, q_l), quaternion_multiply(q_r, v_r)  # R_v R: L(v_l q_l) R(q_r v_r)
-            scales = torch.cat([scales[..., :3], scale_t[..., None]], dim=-1)  # seen as long as before
+    if velocity is not None and bool(velocity.any()):  # no partners (moving cameras) or nothing moved: R_v = I
+        v_l, v_r, scale_t = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
+        q_l, q_r = quaternion_multiply(v_l, q_l), quaternion_multiply(q_r, v_r)  # R_v R: L(v_l q_l) R(q_r v_r)
+        scales = torch.cat([scales[..., :3], scale_t[..., None]], dim=-1)  # seen as long as before
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     prior_logit = math.log(constants.opacity / (1 - constants.opacity))
     logit = torch.where(is_background, torch.full_like(g_o[..., 0], -prior_logit), torch.full_like(g_o[..., 0], prior_logit))

@@ -305,7 +305,7 @@ class RemoteBackend:
 
     # ------------------------------------------------------------------------------------------ reconstruct
     def reconstruct(self, images: Sequence[np.ndarray], cameras: Cameras, times: np.ndarray,
-                    scene: SceneNormalization | None) -> Reconstruction:
+                    scene: SceneNormalization | None, ground_z: float | None = None) -> Reconstruction:
         self._count("calls")
         allowed = self.breaker.allow()
         deadline = self._clock() + self.wait_while_open_s
@@ -316,10 +316,10 @@ class RemoteBackend:
         if not allowed:
             self._count("short_circuited")
             err = BackendUnavailable(f"remote {self.address}: circuit open ({self.last_error})", "BREAKER_OPEN")
-            return self._fallback_or_raise(err, images, cameras, times, scene)
+            return self._fallback_or_raise(err, images, cameras, times, scene, ground_z)
         t0 = time.perf_counter()
         try:
-            request = self.encode_request(images, cameras, times, scene)
+            request = self.encode_request(images, cameras, times, scene, ground_z)
         except Exception:
             self.breaker.release()
             raise
@@ -333,10 +333,10 @@ class RemoteBackend:
                 self.breaker.success()
                 raise
             self._failed(err)  # INTERNAL, UNKNOWN, ...: the server is not usable right now
-            return self._fallback_or_raise(err, images, cameras, times, scene)
+            return self._fallback_or_raise(err, images, cameras, times, scene, ground_z)
         except RemoteError as err:
             self._failed(err)
-            return self._fallback_or_raise(err, images, cameras, times, scene)
+            return self._fallback_or_raise(err, images, cameras, times, scene, ground_z)
         except BaseException:
             self.breaker.release()
             raise
@@ -350,7 +350,7 @@ class RemoteBackend:
         return rec
 
     def encode_request(self, images: Sequence[np.ndarray], cameras: Cameras, times: np.ndarray,
-                       scene: SceneNormalization | None) -> pb.ReconstructRequest:
+                       scene: SceneNormalization | None, ground_z: float | None = None) -> pb.ReconstructRequest:
         """The request for one window; raises RequestTooLarge before anything is sent."""
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         K = cameras.K.detach().cpu().double().numpy()
@@ -365,6 +365,8 @@ class RemoteBackend:
         request = pb.ReconstructRequest(views=views, request_id=uuid.uuid4().hex[:16])
         if scene is not None:
             request.scene.CopyFrom(scene_to_proto(scene))
+        if ground_z is not None:
+            request.ground_z = float(ground_z)
         size, limit = request.ByteSize(), self._limit()
         if size > limit:
             self._count("too_large")
@@ -445,11 +447,12 @@ class RemoteBackend:
         raise AssertionError("unreachable")
 
     def _fallback_or_raise(self, err: RemoteError, images: Sequence[np.ndarray], cameras: Cameras,
-                           times: np.ndarray, scene: SceneNormalization | None) -> Reconstruction:
+                           times: np.ndarray, scene: SceneNormalization | None,
+                           ground_z: float | None = None) -> Reconstruction:
         if self.fallback is None:
             raise err
         self._count("fallback_calls")
-        return self.fallback.reconstruct(images, cameras, times, scene)
+        return self.fallback.reconstruct(images, cameras, times, scene, ground_z)
 
 
 def _mb(n: int) -> str:

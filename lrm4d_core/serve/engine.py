@@ -59,6 +59,7 @@ class WorkItem:
     request_id: str = ""
     future: Future = field(default_factory=Future)
     enqueued: float = 0.0
+    ground_z: float | None = None  # height of the ground in the fixed frame, if the client knows it
 
     @property
     def key(self) -> int:
@@ -268,8 +269,8 @@ def _prepare(model: torch.nn.Module, item: WorkItem) -> dict[str, Any]:
     t0 = time.perf_counter()
     H_in, W_in = item.images[0].shape[:2]
     cameras = Cameras(torch.from_numpy(item.K), torch.from_numpy(item.cam_to_world), W_in, H_in)
-    p = prepare_window(model, item.images, cameras, item.times, scene=item.scene)
-    return {"pixels": p.pixels, "cams": p.cameras, "times": p.times, "scene": p.scene, "time": p.time,
+    p = prepare_window(model, item.images, cameras, item.times, scene=item.scene, ground_z=item.ground_z)
+    return {"pixels": p.pixels, "cams": p.cameras, "times": p.times, "scene": p.scene, "time": p.time, "ground": p.ground,
             "size": tuple(p.pixels.shape[-2:]), "prepare_s": time.perf_counter() - t0}
 
 
@@ -284,7 +285,9 @@ def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tup
         pixels = torch.stack([p["pixels"] for p in prepared])
         times = torch.stack([p["times"] for p in prepared])
         scales = torch.tensor([p["scene"].scale for p in prepared], dtype=torch.float32)
-        out = model(pixels, [p["cams"] for p in prepared], times, world_scale=scales, with_environment=True)
+        grounds = torch.tensor([p["ground"] for p in prepared], dtype=torch.float32)  # NaN: unknown
+        out = model(pixels, [p["cams"] for p in prepared], times, world_scale=scales, with_environment=True,
+                    ground_height=grounds)
         channels = out.gaussians.to_channels()
         finite = torch.isfinite(channels).all(-1)  # [B, N]: a non-finite Gaussian is never sent
         channels = channels.clamp(-65504.0, 65504.0).to(torch.float16).cpu().numpy()

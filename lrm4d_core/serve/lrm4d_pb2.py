@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clrm4d_core/serve/lrm4d.proto\x12\x08lrm4d.v1\"\x8d\x01\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x18.lrm4d.v1.Image.Encoding\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"+\n\x08\x45ncoding\x12\x0c\n\x08RAW_RGB8\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\"W\n\x04View\x12\x1e\n\x05image\x18\x01 \x01(\x0b\x32\x0f.lrm4d.v1.Image\x12\t\n\x01K\x18\x02 \x03(\x01\x12\x14\n\x0c\x63\x61m_to_world\x18\x03 \x03(\x01\x12\x0e\n\x06time_s\x18\x04 \x01(\x01\"Y\n\x12SceneNormalization\x12\x10\n\x08\x63\x65nter_x\x18\x01 \x01(\x01\x12\x10\n\x08\x63\x65nter_y\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x65nter_z\x18\x03 \x01(\x01\x12\r\n\x05scale\x18\x04 \x01(\x01\"6\n\x11TimeNormalization\x12\x0e\n\x06\x63\x65nter\x18\x01 \x01(\x01\x12\x11\n\thalf_span\x18\x02 \x01(\x01\"\x83\x01\n\x12ReconstructRequest\x12\x1d\n\x05views\x18\x01 \x03(\x0b\x32\x0e.lrm4d.v1.View\x12\x30\n\x05scene\x18\x02 \x01(\x0b\x32\x1c.lrm4d.v1.SceneNormalizationH\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x08\n\x06_scene\"\xe6\x02\n\x13ReconstructResponse\x12\x15\n\rgaussians_f16\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12+\n\x05scene\x18\x03 \x01(\x0b\x32\x1c.lrm4d.v1.SceneNormalization\x12)\n\x04time\x18\x04 \x01(\x0b\x32\x1b.lrm4d.v1.TimeNormalization\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12;\n\x07timings\x18\x06 \x03(\x0b\x32*.lrm4d.v1.ReconstructResponse.TimingsEntry\x12\x13\n\x0bmodel_width\x18\x07 \x01(\r\x12\x14\n\x0cmodel_height\x18\x08 \x01(\r\x12\x13\n\x0b\x65nvironment\x18\t \x03(\x02\x12\x12\n\nbackground\x18\n \x03(\x02\x1a.\n\x0cTimingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0f\n\rHealthRequest\"\xe6\x01\n\x0eHealthResponse\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.lrm4d.v1.HealthResponse.Status\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x04\x12\x16\n\x0emax_batch_seen\x18\x06 \x01(\r\x12\x10\n\x08uptime_s\x18\x07 \x01(\x01\"3\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\"\x13\n\x11ServerInfoRequest\"\xf2\x01\n\x12ServerInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x04 \x03(\t\x12\x13\n\x0bmodel_width\x18\x05 \x01(\r\x12\x14\n\x0cmodel_height\x18\x06 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x11\n\tmax_batch\x18\x08 \x01(\r\x12\x14\n\x0cmax_delay_ms\x18\t \x01(\x01\x12\x11\n\tmax_views\x18\n \x01(\r\x12\x16\n\x0enum_parameters\x18\x0b \x01(\x04\x32\xe1\x01\n\rReconstructor\x12J\n\x0bReconstruct\x12\x1c.lrm4d.v1.ReconstructRequest\x1a\x1d.lrm4d.v1.ReconstructResponse\x12;\n\x06Health\x12\x17.lrm4d.v1.HealthRequest\x1a\x18.lrm4d.v1.HealthResponse\x12G\n\nServerInfo\x12\x1b.lrm4d.v1.ServerInfoRequest\x1a\x1c.lrm4d.v1.ServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clrm4d_core/serve/lrm4d.proto\x12\x08lrm4d.v1\"\x8d\x01\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x18.lrm4d.v1.Image.Encoding\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"+\n\x08\x45ncoding\x12\x0c\n\x08RAW_RGB8\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\"W\n\x04View\x12\x1e\n\x05image\x18\x01 \x01(\x0b\x32\x0f.lrm4d.v1.Image\x12\t\n\x01K\x18\x02 \x03(\x01\x12\x14\n\x0c\x63\x61m_to_world\x18\x03 \x03(\x01\x12\x0e\n\x06time_s\x18\x04 \x01(\x01\"Y\n\x12SceneNormalization\x12\x10\n\x08\x63\x65nter_x\x18\x01 \x01(\x01\x12\x10\n\x08\x63\x65nter_y\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x65nter_z\x18\x03 \x01(\x01\x12\r\n\x05scale\x18\x04 \x01(\x01\"6\n\x11TimeNormalization\x12\x0e\n\x06\x63\x65nter\x18\x01 \x01(\x01\x12\x11\n\thalf_span\x18\x02 \x01(\x01\"\xa7\x01\n\x12ReconstructRequest\x12\x1d\n\x05views\x18\x01 \x03(\x0b\x32\x0e.lrm4d.v1.View\x12\x30\n\x05scene\x18\x02 \x01(\x0b\x32\x1c.lrm4d.v1.SceneNormalizationH\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x15\n\x08ground_z\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_sceneB\x0b\n\t_ground_z\"\xe6\x02\n\x13ReconstructResponse\x12\x15\n\rgaussians_f16\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12+\n\x05scene\x18\x03 \x01(\x0b\x32\x1c.lrm4d.v1.SceneNormalization\x12)\n\x04time\x18\x04 \x01(\x0b\x32\x1b.lrm4d.v1.TimeNormalization\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12;\n\x07timings\x18\x06 \x03(\x0b\x32*.lrm4d.v1.ReconstructResponse.TimingsEntry\x12\x13\n\x0bmodel_width\x18\x07 \x01(\r\x12\x14\n\x0cmodel_height\x18\x08 \x01(\r\x12\x13\n\x0b\x65nvironment\x18\t \x03(\x02\x12\x12\n\nbackground\x18\n \x03(\x02\x1a.\n\x0cTimingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0f\n\rHealthRequest\"\xe6\x01\n\x0eHealthResponse\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.lrm4d.v1.HealthResponse.Status\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x04\x12\x16\n\x0emax_batch_seen\x18\x06 \x01(\r\x12\x10\n\x08uptime_s\x18\x07 \x01(\x01\"3\n\x06Status\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\"\x13\n\x11ServerInfoRequest\"\xf2\x01\n\x12ServerInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x04 \x03(\t\x12\x13\n\x0bmodel_width\x18\x05 \x01(\r\x12\x14\n\x0cmodel_height\x18\x06 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x07 \x01(\x04\x12\x11\n\tmax_batch\x18\x08 \x01(\r\x12\x14\n\x0cmax_delay_ms\x18\t \x01(\x01\x12\x11\n\tmax_views\x18\n \x01(\r\x12\x16\n\x0enum_parameters\x18\x0b \x01(\x04\x32\xe1\x01\n\rReconstructor\x12J\n\x0bReconstruct\x12\x1c.lrm4d.v1.ReconstructRequest\x1a\x1d.lrm4d.v1.ReconstructResponse\x12;\n\x06Health\x12\x17.lrm4d.v1.HealthRequest\x1a\x18.lrm4d.v1.HealthResponse\x12G\n\nServerInfo\x12\x1b.lrm4d.v1.ServerInfoRequest\x1a\x1c.lrm4d.v1.ServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMENORMALIZATION']._serialized_start=366
   _globals['_TIMENORMALIZATION']._serialized_end=420
   _globals['_RECONSTRUCTREQUEST']._serialized_start=423
-  _globals['_RECONSTRUCTREQUEST']._serialized_end=554
-  _globals['_RECONSTRUCTRESPONSE']._serialized_start=557
-  _globals['_RECONSTRUCTRESPONSE']._serialized_end=915
-  _globals['_RECONSTRUCTRESPONSE_TIMINGSENTRY']._serialized_start=869
-  _globals['_RECONSTRUCTRESPONSE_TIMINGSENTRY']._serialized_end=915
-  _globals['_HEALTHREQUEST']._serialized_start=917
-  _globals['_HEALTHREQUEST']._serialized_end=932
-  _globals['_HEALTHRESPONSE']._serialized_start=935
-  _globals['_HEALTHRESPONSE']._serialized_end=1165
-  _globals['_HEALTHRESPONSE_STATUS']._serialized_start=1114
-  _globals['_HEALTHRESPONSE_STATUS']._serialized_end=1165
-  _globals['_SERVERINFOREQUEST']._serialized_start=1167
-  _globals['_SERVERINFOREQUEST']._serialized_end=1186
-  _globals['_SERVERINFORESPONSE']._serialized_start=1189
-  _globals['_SERVERINFORESPONSE']._serialized_end=1431
-  _globals['_RECONSTRUCTOR']._serialized_start=1434
-  _globals['_RECONSTRUCTOR']._serialized_end=1659
+  _globals['_RECONSTRUCTREQUEST']._serialized_end=590
+  _globals['_RECONSTRUCTRESPONSE']._serialized_start=593
+  _globals['_RECONSTRUCTRESPONSE']._serialized_end=951
+  _globals['_RECONSTRUCTRESPONSE_TIMINGSENTRY']._serialized_start=905
+  _globals['_RECONSTRUCTRESPONSE_TIMINGSENTRY']._serialized_end=951
+  _globals['_HEALTHREQUEST']._serialized_start=953
+  _globals['_HEALTHREQUEST']._serialized_end=968
+  _globals['_HEALTHRESPONSE']._serialized_start=971
+  _globals['_HEALTHRESPONSE']._serialized_end=1201
+  _globals['_HEALTHRESPONSE_STATUS']._serialized_start=1150
+  _globals['_HEALTHRESPONSE_STATUS']._serialized_end=1201
+  _globals['_SERVERINFOREQUEST']._serialized_start=1203
+  _globals['_SERVERINFOREQUEST']._serialized_end=1222
+  _globals['_SERVERINFORESPONSE']._serialized_start=1225
+  _globals['_SERVERINFORESPONSE']._serialized_end=1467
+  _globals['_RECONSTRUCTOR']._serialized_start=1470
+  _globals['_RECONSTRUCTOR']._serialized_end=1695
 # @@protoc_insertion_point(module_scope)
