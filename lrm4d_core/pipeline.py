@@ -217,7 +217,8 @@ class LocalBackend:
                     scene: SceneNormalization | None, ground_z: float | None = None) -> Reconstruction:
         from .model.api import reconstruct
 
-        return reconstruct(self.model, list(images), cameras, times, scene=scene, world=False, ground_z=ground_z)  # 4D world set: lazily, per Products
+        # the 4D world set is computed lazily, per Products
+        return reconstruct(self.model, list(images), cameras, times, scene=scene, world=False, ground_z=ground_z)
 
 
 def prune(cloud: Gaussians3D, max_points: int) -> Gaussians3D:

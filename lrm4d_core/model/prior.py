@@ -88,8 +88,8 @@ class PriorConstants:
     def __post_init__(self) -> None:
         if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
             object.__setattr__(self, "motion", MotionPriorConstants(**self.motion))
-        if not 0 < self.near < self.far or not 0 < self.opacity < 1 or min(self.footprint_scale, self.time_width, self.dome_radius) <= 0 \
-                or not 0 <= self.ground_snap < 1:
+        positive = min(self.footprint_scale, self.time_width, self.dome_radius) > 0
+        if not 0 < self.near < self.far or not 0 < self.opacity < 1 or not positive or not 0 <= self.ground_snap < 1:
             raise ValueError(f"invalid prior constants {self}")
 
 
@@ -155,7 +155,7 @@ def snap_to_ground(
     right to about a pixel footprint (decimetres), the ground's is exact. A pixel snaps when its
     ray goes down from a camera above the ground and the decoded depth is within `tolerance`
     (relative) of the ray's ground hit: movers and walls, further than that from the floor,
-    keep their decoded depth.
+    keep their decoded depth (and `decode_prior` leaves alone what the motion prior sees moving).
 
     Args:
         depth: [B, P, 1] decoded depth along unit rays; ray_origins, ray_directions: [B, P, 3]
