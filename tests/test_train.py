@@ -278,3 +278,33 @@ def test_input_targets_append_each_examples_own_input_views(tiny_data):
     assert with_input_targets(batch, 0) is batch
     with pytest.raises(ValueError, match="input_targets"):
         config(tiny_data, Path("unused"), input_targets=-1)
+
+
+def test_batches_carry_the_scenes_ground_into_the_model_box(tiny_data):
+    """Driving scenes record a horizontal ground (z = 0), object scenes none: the batch holds the
+    ground's height in each example's model box, NaN where there is none, and the model snaps to it."""
+    from lrm4d_core.cameras import Cameras
+    from lrm4d_core.model.api import estimate_scene_normalization
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+    from lrm4d_core.train.config import DataSource
+    from lrm4d_core.train.examples import ExampleSource
+    from lrm4d_core.train.loop import prepare_batch
+
+    model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2, prior={"ground_snap": 0.2}))
+    for kind, has_ground in (("driving", True), ("object", False)):
+        src = ExampleSource([DataSource(str(tiny_data / kind))], num_input=4, num_target=2)
+        ex = src.draw(0, 0, 0, 0, (16, 16))
+        batch = prepare_batch([ex], model, torch.device("cpu"))
+        if not has_ground:
+            assert torch.isnan(batch.ground_height).all()
+            continue
+        cams = Cameras(ex["input_K"].double(), ex["input_cam_to_world"].double(), 16, 16)
+        scene = estimate_scene_normalization(cams, model.config)
+        assert float(ex["ground_z"]) == 0.0
+        assert batch.ground_height[0].item() == pytest.approx(-float(scene.center[2]) / scene.scale, abs=1e-6)
+        with torch.no_grad():
+            out = model(batch.input_images, batch.input_cameras, batch.input_times, world_scale=batch.world_scale,
+                        ground_height=batch.ground_height)
+        on_ground = (out.means[0, :, 2] - batch.ground_height[0]).abs() < 1e-5
+        assert int(on_ground.sum()) > 0

@@ -38,6 +38,7 @@ input_velocities       [V, H, W, 3]     only with ``with_velocity``: world veloc
 target_*               same             for the targets
 scene_id               str
 time_offset            float64 scalar   absolute time of ``times == 0``
+ground_z               float64 scalar   height of a horizontal ground plane (`SceneMeta.ground_z`), NaN: none
 near, far              float32 scalars  from scene.json, else the dataset defaults
 =====================  ===============  =====================================================
 
@@ -47,6 +48,7 @@ Resizing rescales K consistently: with pixel centres at +0.5, a resize by (sx, s
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -310,6 +312,7 @@ class SceneDataset(Dataset):
         batch.update(self._load(meta, index, inputs, "input", t0))
         batch.update(self._load(meta, index, targets, "target", t0))
         batch["time_offset"] = torch.tensor(t0, dtype=torch.float64)
+        batch["ground_z"] = torch.tensor(math.nan if meta.ground_z is None else meta.ground_z, dtype=torch.float64)
         batch["near"] = torch.tensor(meta.near if meta.near is not None else self.near, dtype=torch.float32)
         batch["far"] = torch.tensor(meta.far if meta.far is not None else self.far, dtype=torch.float32)
         return batch

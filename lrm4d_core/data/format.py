@@ -104,6 +104,15 @@ class SceneMeta:
         return len(self.views)
 
     @property
+    def ground_z(self) -> float | None:
+        """Height of the ground plane when it is horizontal (unit normal +z: z + d = 0 gives
+        z = -d), the form a robot's fixed frame gives it; None otherwise."""
+        plane = self.ground_plane
+        if plane is None or abs(float(plane[2])) < 1 - 1e-6:
+            return None
+        return -float(plane[3]) / float(plane[2])
+
+    @property
     def num_frames(self) -> int:
         return len(self.frames)
 

@@ -25,6 +25,7 @@ the world, exactly what users get):
 
 from __future__ import annotations
 
+import math
 import time as _time
 import warnings
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ def example_from_batch(batch: dict) -> Example:
         input_depths=batch["input_depths"].double() if "input_depths" in batch else None,
         target_depths=batch["target_depths"].double() if "target_depths" in batch else None,
         target_masks=batch["target_masks"].bool() if "target_masks" in batch else None,
+        # the ground the splat references know too, as a robot's fixed frame gives it
+        ground_z=float(batch["ground_z"]) if "ground_z" in batch and math.isfinite(float(batch["ground_z"])) else None,
     )
 
 

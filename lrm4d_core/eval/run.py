@@ -42,7 +42,6 @@ import math
 import subprocess
 import sys
 import time as _time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,15 +86,6 @@ def scene_background(meta) -> tuple[float, float, float] | None:
                 rgb = [v / 255.0 for v in rgb]
             return tuple(min(max(v, 0.0), 1.0) for v in rgb)  # type: ignore[return-value]
     return (1.0, 1.0, 1.0) if meta.rig == "object" else None
-
-
-def scene_ground_z(meta) -> float | None:
-    """Height of the scene's ground plane when it is horizontal (normal +z: a x + b y + z + d = 0
-    with a = b = 0 gives z = -d), the form a robot's fixed frame gives it; None otherwise."""
-    plane = meta.ground_plane
-    if plane is None or abs(float(plane[2])) < 1 - 1e-6:
-        return None
-    return -float(plane[3]) / float(plane[2])
 
 
 def scene_info(meta):
@@ -319,7 +309,7 @@ def evaluate(
             log.error("skipping %s / %s: %s", meta.scene_id, p, err)
             errors.append({"scene": meta.scene_id, "protocol": p, "error": str(err)})
             continue
-        ex = replace(example_from_batch(batch), ground_z=scene_ground_z(meta))  # the ground the splat references know too
+        ex = example_from_batch(batch)
         if not warmed:  # the first calls pay one-off costs: keep them out of the timings and budgets
             warm_up(model, ex, override, fit, fit_gaussians)
             warmed = True

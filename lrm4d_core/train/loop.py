@@ -77,6 +77,7 @@ class Batch:
     input_depths: Tensor | None = None  # [B, Vi, H, W] z-depth in model units (inf: no surface)
     input_velocities: Tensor | None = None  # [B, Vi, H, W, 3] model units per model time (NaN: none)
     world_scale: Tensor | None = None  # [B] world units per model unit (the scene normalization)
+    ground_height: Tensor | None = None  # [B] height of the scene's ground in the model box, NaN: none
 
 
 def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch.device) -> Batch:
@@ -87,7 +88,7 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         raise ValueError(f"a batch needs one input and one target count per example, got (inputs, targets) {sorted(counts)}: "
                          "with input_protocols mixing layouts of different sizes, use batch_size 1 (several "
                          "processes under torchrun for a larger effective batch)")
-    ins, outs, depths, velocities, scales = [], [], [], [], []
+    ins, outs, depths, velocities, scales, grounds = [], [], [], [], [], []
     for ex in examples:
         h, w = ex["input_images"].shape[-2:]
         in_cams = Cameras(ex["input_K"].double(), ex["input_cam_to_world"].double(), w, h)
@@ -98,6 +99,8 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         ins.append((scene.cameras_to_model(in_cams), tnorm.to_model(times)))
         outs.append((scene.cameras_to_model(tg_cams), tnorm.to_model(ex["target_times"].double())))
         scales.append(scene.scale)
+        ground_z = float(ex.get("ground_z", math.nan))
+        grounds.append((ground_z - float(scene.center[2])) / scene.scale)  # NaN stays NaN: no ground
         if "input_depths" in ex:
             depths.append(ex["input_depths"].double() / scene.scale)  # a similarity scales z-depth too
         if "input_velocities" in ex:
@@ -113,6 +116,7 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         input_depths=torch.stack(depths).to(**f32) if len(depths) == len(examples) else None,
         input_velocities=torch.stack(velocities).to(**f32) if len(velocities) == len(examples) else None,
         world_scale=torch.tensor(scales, dtype=torch.float32),
+        ground_height=torch.tensor(grounds, dtype=torch.float32),
     )
 
 
@@ -244,6 +248,7 @@ def training_step(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with autocast:
         out = ddp(batch.input_images, batch.input_cameras, batch.input_times, world_scale=batch.world_scale,
+                  ground_height=batch.ground_height,
                   with_environment=True)
     gaussians = out.gaussians.to(dtype=torch.float32)
     environment = out.environment.to(dtype=torch.float32) if out.environment is not None else None
