@@ -160,6 +160,10 @@ class SceneNormalization:
     def points_to_model(self, points: Tensor) -> Tensor:
         return (points - self.center.to(points)) / self.scale
 
+    def height_to_model(self, z: float) -> float:
+        """A world height (z, e.g. the ground's) in the model box: the z of `points_to_model`."""
+        return (float(z) - float(self.center[2])) / float(self.scale)
+
     def points_to_world(self, points: Tensor) -> Tensor:
         return points * self.scale + self.center.to(points)
 

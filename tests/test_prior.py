@@ -245,7 +245,8 @@ def test_known_ground_puts_the_pixels_near_it_on_it():
     assert torch.allclose(snapped[~near], plain[~near], atol=1e-5)
     with pytest.raises(ValueError, match="ground_z"):
         run(0.3, math.inf)
-    assert PriorConstants(**{**PriorConstants().__dict__, "ground_snap": 0.2}).ground_snap == 0.2
+    with_snap = preset("tiny", prior={"ground_snap": 0.2})
+    assert ModelConfig.from_dict(with_snap.to_dict()).prior.ground_snap == 0.2  # recorded in checkpoints
     with pytest.raises(ValueError):
         PriorConstants(ground_snap=1.5)
     legacy = preset("tiny").to_dict()

@@ -300,7 +300,7 @@ def prepare_window(
     if ground_z is not None:
         if not math.isfinite(float(ground_z)):
             raise ValueError(f"ground_z must be finite (None: unknown), got {ground_z}")
-        ground = (float(ground_z) - float(scene.center[2])) / float(scene.scale)
+        ground = scene.height_to_model(ground_z)
     return PreparedWindow(pixels, model_cams, model_times, scene, time, ground)
 
 

@@ -47,7 +47,8 @@ from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
 from .motion_prior import MotionPriorConstants, matched_velocity, quaternion_multiply, velocity_rotation
 
-__all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "snap_to_ground", "decode_prior"]
+__all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "ray_ground_hit", "snap_to_ground",
+           "decode_prior"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,15 @@ def inward_mask(cameras: Cameras, batch: int) -> Tensor:
     return (dist.mean(-1) > 1.0) & (towards > 0.5)
 
 
+def ray_ground_hit(ray_origins: Tensor, ray_directions: Tensor, ground_z: Tensor) -> Tensor:
+    """Depth along unit rays [..., 3] to the horizontal plane z = ground_z (broadcast to the rays'
+    [...]; world z up): +inf for rays that do not go down to it (level or rising rays, origins
+    below it, a NaN ground)."""
+    dz = ray_directions[..., 2]
+    hit = (ground_z - ray_origins[..., 2]) / dz.clamp_max(-1e-6)
+    return torch.where((dz < -1e-6) & (hit > 0), hit, torch.full_like(hit, math.inf))
+
+
 def depth_prior(cameras: Cameras, batch: int, world_scale: Tensor, constants: PriorConstants) -> Tensor:
     """Prior depth along every pixel ray (module docstring): [B, V, H, W].
 
@@ -127,10 +137,7 @@ def depth_prior(cameras: Cameras, batch: int, world_scale: Tensor, constants: Pr
     # outward: ground plane below the cameras, else the dome
     scale = torch.as_tensor(world_scale, dtype=d.dtype, device=d.device).reshape(batch)
     ground_z = centres[..., 2].mean(-1) - constants.camera_height / scale  # [B]
-    dz = d[..., 2]
-    hit = (ground_z[:, None, None, None] - o[..., 2]) / dz.clamp_max(-1e-6)
-    ground = torch.where((dz < -1e-6) & (hit > 0), hit, torch.full_like(hit, math.inf))
-    outward = ground.clamp_max(constants.dome_radius)
+    outward = ray_ground_hit(o, d, ground_z[:, None, None, None]).clamp_max(constants.dome_radius)
     is_in = inward_mask(cameras, batch).to(d.device)[:, None, None, None]
     return torch.where(is_in, inward, outward).clamp(constants.near, constants.far)
 
@@ -165,11 +172,8 @@ def snap_to_ground(
     Returns:
         (snapped [B, P, 1] bool, ground-hit depth [B, P, 1], +inf where the ray misses it).
     """
-    g = ground.to(depth)[:, None, None]
-    oz, dz = ray_origins[..., 2:3], ray_directions[..., 2:3]
-    above = torch.isfinite(g) & (oz > g) & (dz < -1e-6)
-    hit = torch.where(above, (g - oz) / dz.clamp_max(-1e-6), torch.full_like(depth, math.inf))
-    snapped = above & ((depth - hit).abs() <= tolerance * hit)
+    hit = ray_ground_hit(ray_origins, ray_directions, ground.to(depth)[:, None])[..., None]
+    snapped = torch.isfinite(hit) & ((depth - hit).abs() <= tolerance * hit)
     return snapped, hit
 
 

@@ -99,8 +99,7 @@ def prepare_batch(examples: list[dict[str, Tensor]], model: LRM4D, device: torch
         ins.append((scene.cameras_to_model(in_cams), tnorm.to_model(times)))
         outs.append((scene.cameras_to_model(tg_cams), tnorm.to_model(ex["target_times"].double())))
         scales.append(scene.scale)
-        ground_z = float(ex.get("ground_z", math.nan))
-        grounds.append((ground_z - float(scene.center[2])) / scene.scale)  # NaN stays NaN: no ground
+        grounds.append(scene.height_to_model(ex.get("ground_z", math.nan)))  # NaN stays NaN: no ground
         if "input_depths" in ex:
             depths.append(ex["input_depths"].double() / scene.scale)  # a similarity scales z-depth too
         if "input_velocities" in ex:
