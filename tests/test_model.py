@@ -352,7 +352,11 @@ def test_checkpoint_claiming_a_huge_model_fails_before_allocating_it(tmp_path):
     bad = _rewrite(path, tmp_path / "huge.safetensors", huge)
     code = ("import resource, sys\nfrom lrm4d_core.io.checkpoint import CheckpointError, load_checkpoint\n"
             "try:\n    load_checkpoint(sys.argv[1])\nexcept CheckpointError as e:\n    print('ERROR', e)\n"
-            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            # VmHWM is this process image's own peak; ru_maxrss on Linux keeps the parent's RSS
+            # from before the exec (a large pytest process makes it look like ours)
+            "import pathlib\nhwm = [l for l in pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')] "
+            "if pathlib.Path('/proc/self/status').exists() else []\n"
+            "print('PEAK_KB', int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     out = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=300)
     assert "ERROR" in out.stdout and "shape mismatches" in out.stdout, out.stdout + out.stderr
     peak_kb = int(out.stdout.split("PEAK_KB")[1])
