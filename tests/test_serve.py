@@ -267,6 +267,7 @@ def test_invalid_requests_are_rejected_with_invalid_argument(server):
         "K needs 9 values": pb.ReconstructRequest(views=[pb.View(image=img, K=[1.0], cam_to_world=eye)]),
         "finite": pb.ReconstructRequest(views=[pb.View(image=img, K=K, cam_to_world=eye, time_s=float("nan"))]),
         "cannot decode PNG": pb.ReconstructRequest(views=[pb.View(image=pb.Image(data=b"junk", encoding=pb.Image.PNG, width=8, height=8), K=K, cam_to_world=eye)]),
+        "ground_z must be finite": pb.ReconstructRequest(views=[pb.View(image=img, K=K, cam_to_world=eye)], ground_z=float("inf")),
     }
     for words, request in bad.items():
         with pytest.raises(grpc.RpcError) as info:

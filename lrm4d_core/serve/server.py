@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
-import math
 import os
 import signal
 import sys
@@ -204,9 +203,7 @@ class _Servicer(pb_grpc.ReconstructorServicer):
                     images, K, c2w, times = view_arrays(request.views, int(s.config.max_image_mp * 1e6),
                                                         int(s.config.max_request_mp * 1e6))
                     scene = scene_from_proto(request.scene) if request.HasField("scene") else None
-                    ground_z = request.ground_z if request.HasField("ground_z") else None
-                    if ground_z is not None and not math.isfinite(ground_z):
-                        raise WireError(f"ground_z must be finite, got {ground_z}")
+                    ground_z = request.ground_z if request.HasField("ground_z") else None  # checked by prepare_window
                     item = WorkItem(images, K, c2w, times, scene, is_active=context.is_active,
                                     request_id=request.request_id, ground_z=ground_z)
                     decode_s = time.perf_counter() - t0
