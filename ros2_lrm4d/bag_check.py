@@ -4,17 +4,22 @@ surfaces, and do the moving ones move at the true speed?
     python -m ros2_lrm4d.bag_check OUT_BAG GT_DIR [--json FILE]
 
 `OUT_BAG` is what `lrm4d replay` wrote for a bag from `lrm4d synth --bag` (any rig); `GT_DIR` that
-bag's ground truth (`<bag>_gt`, with `gt_points.npz`: surface points, their colours and exact
-velocities per image). For every published `/lrm4d/gaussians` cloud (the Gaussians sliced at the
-window end, in the fixed frame), the surface points of the images captured within half a frame of
-its stamp are the truth at that instant, and:
+bag's ground truth (`<bag>_gt`: depth and velocity maps of every image, and `gt_points.npz`: surface
+points, their colours and exact velocities per image). For every published `/lrm4d/gaussians` cloud (the Gaussians sliced at the
+window end, in the fixed frame), the images captured within half a frame of its stamp are the truth
+at that instant, and:
 
-* ``on_surface``: the share of the cloud's opacity within `distance` (5 cm) of a surface point,
-  next to the same share for uniform random points in the cloud's own bounding box (chance);
-* ``velocity``: over Gaussians within `distance` of a surface point that moves faster than
-  `moving_speed` (0.2 m/s), the opacity-weighted median of |v - v_true| / |v_true| (the implied
-  velocity's error relative to the true speed) and of | |v| / |v_true| - 1 | (speed alone), and
-  the share of such Gaussians whose speed is within 30% of the true one;
+* ``on_surface``: the share of the cloud's opacity within `distance` (5 cm) of a true surface, next
+  to the same share for uniform random points in the cloud's own bounding box (chance). The true
+  surface is the triangle mesh of those images' depth maps (`lrm4d_core.eval.geometry.SurfaceMesh`):
+  against the pixel-centre points alone (``on_samples``, reported beside it) a perfect
+  reconstruction at the model's 64 px scored 68% within 5 cm on a 128 px workspace bag, the mesh
+  99.98%;
+* ``velocity``: over Gaussians within `distance` of a surface that moves faster than
+  `moving_speed` (0.2 m/s; the surface's velocity interpolated from the velocity maps), the
+  opacity-weighted median of |v - v_true| / |v_true| (the implied velocity's error relative to
+  the true speed) and of | |v| / |v_true| - 1 | (speed alone), and the share of such Gaussians
+  whose speed is within 30% of the true one;
 * ``objects`` (`check_objects`): the published /lrm4d/moving_objects against the moving objects of
   the ground truth (objects.json): recall, precision, centre and velocity errors.
 
@@ -66,19 +71,20 @@ def check_replay(out_bag: str | Path, gt_dir: str | Path, distance: float = 0.05
         near = np.abs(gt.points["stamp_ns"] - stamp) <= half_frame
         if not near.any() or len(cloud["x"]) == 0:
             continue
-        pts, vel = gt.points["points"][near].astype(np.float64), gt.points["velocity"][near].astype(np.float64)
+        pts = gt.points["points"][near].astype(np.float64)
         xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], -1).astype(np.float64)
         w = cloud["opacity"].astype(np.float64)
         v = np.stack([cloud["vel_x"], cloud["vel_y"], cloud["vel_z"]], -1).astype(np.float64)
-        tree = cKDTree(pts)
-        dist, idx = tree.query(xyz)
+        sample_dist, _ = cKDTree(pts).query(xyz)
+        mesh = gt.surface_mesh(stamp, half_frame)
+        dist, true_v = mesh.closest(xyz)
         on = dist <= distance
         lo, hi = xyz.min(0), xyz.max(0)
-        chance_d, _ = tree.query(rng.uniform(lo, hi, size=(min(len(xyz), 20000), 3)))
+        chance_d, _ = mesh.closest(rng.uniform(lo, hi, size=(min(len(xyz), 20000), 3)))
         row = {"stamp_ns": int(stamp), "gaussians": int(len(xyz)), "gt_points": int(len(pts)),
                "on_surface": float(w[on].sum() / w.sum()) if w.sum() > 0 else None,
-               "on_surface_chance": float((chance_d <= distance).mean())}
-        true_v = vel[idx]
+               "on_surface_chance": float((chance_d <= distance).mean()),
+               "on_samples": float(w[sample_dist <= distance].sum() / w.sum()) if w.sum() > 0 else None}
         speed_true = np.linalg.norm(true_v, axis=-1)
         moving = on & (speed_true > moving_speed) & (w > 0)
         row["moving_gaussians"] = int(moving.sum())
@@ -97,7 +103,7 @@ def check_replay(out_bag: str | Path, gt_dir: str | Path, distance: float = 0.05
         vals = [r[key] for r in rows if r.get(key) is not None]
         return float(np.mean(vals)) if vals else None
 
-    summary = {k: mean(k) for k in ("on_surface", "on_surface_chance", "velocity_error", "speed_error", "speed_within_30",
+    summary = {k: mean(k) for k in ("on_surface", "on_surface_chance", "on_samples", "velocity_error", "speed_error", "speed_within_30",
                                     "true_speed", "predicted_speed")}
     result = {"bag": str(out_bag), "gt": str(gt_dir), "distance_m": distance, "moving_speed_m_s": moving_speed,
               "clouds": len(rows), "mean": summary, "per_cloud": rows}

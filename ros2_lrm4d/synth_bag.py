@@ -220,6 +220,17 @@ class GroundTruth:
     def frame_points(self, frame: int) -> np.ndarray:
         return self.points["points"][self.points["frame"] == frame]
 
+    def surface_mesh(self, stamp_ns: int, tolerance_ns: int):
+        """`lrm4d_core.eval.geometry.SurfaceMesh` of the depth and velocity maps of every image
+        stamped within `tolerance_ns` of `stamp_ns` (the true surfaces at that instant)."""
+        from lrm4d_core.data.format import read_depth, read_velocity
+        from lrm4d_core.eval.geometry import SurfaceMesh
+
+        recs = [self.scene.images[r["gt_index"]] for r in self.index["images"]
+                if abs(int(r["stamp_ns"]) - int(stamp_ns)) <= tolerance_ns]
+        return SurfaceMesh([read_depth(self.scene, r) for r in recs], [r.K for r in recs], [r.cam_to_world for r in recs],
+                           [read_velocity(self.scene, r) for r in recs])
+
 
 def gt_dir_for(bag: str | Path) -> Path:
     """Default ground-truth directory of a bag: ``<bag>_gt`` next to it."""
