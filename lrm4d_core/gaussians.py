@@ -20,6 +20,8 @@ from .cameras import SceneNormalization, TimeNormalization
 __all__ = [
     "SH_C0",
     "RAW_CHANNELS",
+    "MIN_MARGINAL",
+    "MIN_OPACITY",
     "CHANNEL_LAYOUT",
     "GaussianActivation",
     "Gaussians3D",
@@ -46,6 +48,10 @@ CHANNEL_LAYOUT: tuple[tuple[str, int], ...] = (
     ("opacity", 1),
 )
 """Split order of the 20 raw channels (SPEC §1), also the order of `Gaussians4D.to_channels()`."""
+
+MIN_MARGINAL = 0.05
+MIN_OPACITY = 0.05
+"""The inference filter's thresholds (SPEC §1): a sliced Gaussian with p(t) or p(t) * opacity below them is dropped."""
 
 _TT_EPS = 1e-12  # floor for Sigma_tt in divisions; far below any scale the activations produce
 
@@ -382,8 +388,8 @@ class Gaussians4D:
         t: float | Tensor,
         *,
         inference_filter: bool = False,
-        min_marginal: float = 0.05,
-        min_opacity: float = 0.05,
+        min_marginal: float = MIN_MARGINAL,
+        min_opacity: float = MIN_OPACITY,
     ) -> Gaussians3D:
         """Condition on time t (same units as means[..., 3]).
 

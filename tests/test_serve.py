@@ -84,7 +84,8 @@ def window(views: int = 3, width: int = 24, height: int = 20, seed: int = 0):
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = load_model(preset="tiny", device="cpu", hidden=32, layers=2, heads=2, image_size=(16, 16),
-                       prior={"ground_snap": 0.3})  # so that a known ground changes the result
+                       prior={"ground_snap": 0.3},  # so that a known ground changes the result
+                       view_dependence=0.4, view_dependence_deg=20.0)  # so that renders depend on it
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, provenance={"test": True})
 
 
@@ -116,6 +117,7 @@ def assert_same_reconstruction(a, b) -> None:
     assert torch.equal(a.model_cameras.K.cpu(), b.model_cameras.K.cpu())
     assert (a.model_cameras.width, a.model_cameras.height) == (b.model_cameras.width, b.model_cameras.height)
     assert torch.equal(a.model_times.cpu(), b.model_times.cpu())
+    assert b.view_dependence == pytest.approx(a.view_dependence)
 
 
 def free_port() -> int:
@@ -170,6 +172,7 @@ def test_remote_equals_local(server, local, encoding):
         assert backend.model_id == "tiny-test" and backend.info.model_width == 16
         rec = backend.reconstruct(images, cams, times, None)
         assert_same_reconstruction(local.reconstruct(images, cams, times, None), rec)
+        assert rec.view_dependence == pytest.approx((0.4, 20.0))  # the server's model's, sent with the result
         # a fixed scene normalization is used as given
         scene = SceneNormalization(torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), 1.7)
         rec2 = backend.reconstruct(images, cams, times, scene)

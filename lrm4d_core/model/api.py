@@ -50,7 +50,7 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization
 from lrm4d_core.environment import Environment
-from lrm4d_core.gaussians import Gaussians3D, Gaussians4D
+from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussians4D
 
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
@@ -98,6 +98,8 @@ class Reconstruction:
             without one); directions are the same in the model box and the fixed frame.
         background: the colour the model was trained to composite on (`ModelConfig.background`);
             renders use it where the model has no environment map.
+        view_dependence: (strength, width in degrees) of the view-dependent opacity its renders
+            give the pixel-aligned Gaussians (`model.view_weight`; strength 0: none).
 
     `gaussians` (the 4D set in the caller's fixed frame, metres and seconds) is computed on first
     access: when space and time scales differ, `Gaussians4D.to_world` re-factors every 4D
@@ -115,6 +117,7 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)
     environment: Environment | None = None
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    view_dependence: tuple[float, float] = (0.0, 15.0)
 
     @cached_property
     def gaussians(self) -> Gaussians4D:
@@ -140,6 +143,38 @@ class Reconstruction:
             float(self.time.to_model(t)), float(self.time.to_model(t_end)), **slice_options
         )
         return _gaussians3d_to_world(g, self.scene, self.time)
+
+    def source_centres(self) -> Tensor:
+        """[V*H*W + N, 3] the fixed-frame centre of the input camera each Gaussian is aligned to
+        (the pixel-aligned ones are in view-major pixel order), NaN for the N free Gaussians."""
+        g = self.gaussians_model
+        cams = self.model_cameras
+        per_view = cams.width * cams.height
+        centres = self.scene.points_to_world(cams.cam_to_world[:, :3, 3].to(g.means))
+        pixel = centres.repeat_interleave(per_view, dim=0)
+        if len(g) < len(pixel):
+            raise ValueError(f"{len(g)} Gaussians cannot be aligned to {len(cams)} views of {per_view} pixels")
+        free = torch.full((len(g) - len(pixel), 3), float("nan"), dtype=pixel.dtype, device=pixel.device)
+        return torch.cat([pixel, free])
+
+    def view_cloud(self, t: float, forecast_from: float | None = None,
+                   inference_filter: bool = True) -> tuple[Gaussians3D, Tensor | None]:
+        """The world-frame cloud at t (seconds) and the input-camera centre of each of its Gaussians
+        [N, 3] (`source_centres`; None where `view_dependence` is off), for `rasterize_over`: as
+        `slice(t)`, or with `forecast_from` as `forecast(t, forecast_from)` (extrapolated past it)."""
+        g4 = self.gaussians_model
+        tm = float(self.time.to_model(t))
+        t_end = math.inf if forecast_from is None else float(self.time.to_model(forecast_from))
+        at = min(tm, t_end)
+        cloud = g4.slice(at)
+        sources = self.source_centres() if self.view_dependence[0] > 0 else None
+        if inference_filter:  # as `Gaussians4D.slice(inference_filter=True)` keeps them
+            keep = (g4.marginal_t(at) >= MIN_MARGINAL) & (cloud.opacities >= MIN_OPACITY)
+            cloud = cloud.select(keep)
+            sources = None if sources is None else sources[keep]
+        if tm > t_end:
+            cloud = cloud.moved(tm - t_end)
+        return _gaussians3d_to_world(cloud, self.scene, self.time), sources
 
 
 def _default_device() -> torch.device:
@@ -344,7 +379,8 @@ def reconstruct(
     t2 = _time.perf_counter()
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
     env = out.environment[0] if out.environment is not None else None
-    rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background)
+    rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background,
+                         (model.config.view_dependence, model.config.view_dependence_deg))
     if world:
         rec.gaussians  # noqa: B018  (computes and times the world-frame set)
         timings["total"] = _time.perf_counter() - t0
@@ -377,8 +413,8 @@ def render(
         the rasterizer's result: `.color` [C, H, W, 3], `.alpha`, `.depth`.
     """
     if isinstance(gaussians4d, Reconstruction):
-        sliced = gaussians4d.slice(float(t), inference_filter=inference_filter)
-        return rasterize_over(gaussians4d, sliced, cameras, background, backend)
+        sliced, sources = gaussians4d.view_cloud(float(t), inference_filter=inference_filter)
+        return rasterize_over(gaussians4d, sliced, cameras, background, backend, sources)
     from lrm4d_core.render import rasterize  # imported lazily: optional backends
 
     if gaussians4d.means.ndim != 2:
@@ -391,11 +427,27 @@ def render(
 
 
 def rasterize_over(
-    rec: Reconstruction, cloud: Gaussians3D, cameras: Cameras, background: Tensor | None = None, backend: str = "auto"
+    rec: Reconstruction, cloud: Gaussians3D, cameras: Cameras, background: Tensor | None = None, backend: str = "auto",
+    sources: Tensor | None = None,
 ):
     """Rasterize a world-frame cloud of `rec` (a slice or forecast) as users see it: over
     `background` [3] when given, else over `rec`'s environment map, else over the colour its model
-    was trained on (`Reconstruction.background`)."""
+    was trained on (`Reconstruction.background`). With `sources` (the input-camera centre of each
+    Gaussian, from `Reconstruction.view_cloud`), each camera sees the pixel-aligned Gaussians with
+    `rec.view_dependence`'s view-dependent opacity (`model.view_weight`), one camera at a time."""
+    strength, width = rec.view_dependence
+    if sources is not None and strength > 0:
+        from .view_weight import view_opacity_factor
+
+        inputs = live_inputs(rec, cloud, sources)
+        outs = []
+        for c in range(len(cameras)):
+            centre = cameras.cam_to_world[c, :3, 3]
+            factor = view_opacity_factor(cloud.means, sources, centre, strength, width, inputs)
+            seen = replace(cloud, opacities=cloud.opacities * factor)
+            outs.append(rasterize_over(rec, seen, cameras[c:c + 1], background, backend))
+        stats = {k: sum(o.stats.get(k, 0) for o in outs) for k in outs[0].stats}
+        return replace(outs[0], stats=stats, **{k: torch.cat([getattr(o, k) for o in outs]) for k in ("color", "alpha", "depth")})
     from lrm4d_core.environment import composite
     from lrm4d_core.render import rasterize  # imported lazily: optional backends
 
@@ -408,6 +460,16 @@ def rasterize_over(
     if background is None:
         background = torch.tensor(rec.background, dtype=like.dtype, device=like.device)
     return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend, eps2d=eps2d)
+
+
+def live_inputs(rec: Reconstruction, cloud: Gaussians3D, sources: Tensor, share: float = 0.5) -> Tensor:
+    """[K, 3] centres of the input cameras whose Gaussians show in `cloud` (a slice: opacities times
+    p(t)) with at least `share` of the largest input's opacity: the inputs that can stand in for
+    each other at this time (an input whose Gaussians have faded out cannot)."""
+    centres = rec.scene.points_to_world(rec.model_cameras.cam_to_world[:, :3, 3].to(cloud.means))
+    same = (sources[None] - centres[:, None]).abs().amax(-1) < 1e-6 * (1.0 + centres.abs().amax())  # [V, N]
+    mass = (same * cloud.opacities[None]).sum(-1)
+    return centres[mass >= share * mass.max()] if bool(mass.max() > 0) else centres
 
 
 def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 0.3) -> float:

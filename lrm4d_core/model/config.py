@@ -84,6 +84,10 @@ class ModelConfig:
         environment_degree: SH degree of that map (0..3).
         background: RGB in [0, 1] the model was trained to composite on (without an environment
             map: what every render path composites on; with one: the map's initial colour).
+        view_dependence, view_dependence_deg: renders of a reconstruction lower a pixel-aligned
+            Gaussian's opacity by up to `view_dependence` with the angle between the rendering
+            camera and its input camera (width in degrees; `lrm4d_core.model.view_weight`; 0, the
+            default of checkpoints that predate it: off).
     """
 
     preset: str = "custom"
@@ -104,6 +108,8 @@ class ModelConfig:
     environment: bool = False
     environment_degree: int = 3
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    view_dependence: float = 0.0
+    view_dependence_deg: float = 15.0
 
     def __post_init__(self) -> None:
         # normalise types coming from JSON (lists, dicts) so equality and hashing work
@@ -134,6 +140,9 @@ class ModelConfig:
             problems.append(f"environment_degree must be in 0..3, got {self.environment_degree}")
         if len(self.background) != 3 or not all(0.0 <= c <= 1.0 for c in self.background):
             problems.append(f"background must be 3 values in [0, 1], got {self.background}")
+        if not 0.0 <= self.view_dependence <= 1.0 or not self.view_dependence_deg > 0:
+            problems.append(f"view_dependence must be in [0, 1] and view_dependence_deg positive, got "
+                            f"{self.view_dependence}, {self.view_dependence_deg}")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 

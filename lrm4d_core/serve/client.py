@@ -398,8 +398,9 @@ class RemoteBackend:
 
             env = Environment(torch.tensor(list(response.environment), dtype=torch.float32, device=self.device).reshape(3, -1))
         background = tuple(float(c) for c in response.background) if len(response.background) == 3 else (1.0, 1.0, 1.0)
+        view = tuple(float(c) for c in response.view_dependence) if len(response.view_dependence) == 2 else (0.0, 15.0)
         return Reconstruction(Gaussians4D.from_channels(channels), scene, time_norm, model_cams, model_times, timings,
-                              env, background)
+                              env, background, view)
 
     # ------------------------------------------------------------------------------------------ internals
     def _server_limit(self) -> int | None:

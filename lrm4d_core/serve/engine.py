@@ -77,6 +77,7 @@ class WorkResult:
     timings: dict[str, float]
     environment: list[float] | None = None  # [3 * K] SH coefficients of the environment map, row-major
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the model's training background
+    view_dependence: tuple[float, float] = (0.0, 15.0)  # its renders' view-dependent opacity (strength, degrees)
 
 
 @dataclass
@@ -255,7 +256,8 @@ class Engine:
                 self.stats.requests += 1
             if item.future.set_running_or_notify_cancel():
                 item.future.set_result(WorkResult(data, count, p["scene"], p["time"], W, H, timings, env,
-                                                  tuple(model.config.background)))
+                                                  tuple(model.config.background),
+                                                  (model.config.view_dependence, model.config.view_dependence_deg)))
 
     def _fail(self, item: WorkItem, err: BaseException) -> None:
         with self._stats_lock:

@@ -238,6 +238,7 @@ class _Servicer(pb_grpc.ReconstructorServicer):
                 model_height=result.model_height,
                 environment=result.environment or [],
                 background=list(result.background),
+                view_dependence=list(result.view_dependence),
             )
             size = response.ByteSize()
             if size > s.config.max_message_bytes:
