@@ -162,16 +162,19 @@ class Reconstruction:
         """The world-frame cloud at t (seconds) and the input-camera centre of each of its Gaussians
         [N, 3] (`source_centres`; None where `view_dependence` is off), for `rasterize_over`: as
         `slice(t)`, or with `forecast_from` as `forecast(t, forecast_from)` (extrapolated past it)."""
+        if self.view_dependence[0] <= 0:  # the plain slice or forecast, as fast as before
+            if forecast_from is None:
+                return self.slice(t, inference_filter=inference_filter), None
+            return self.forecast(t, forecast_from, inference_filter=inference_filter), None
         g4 = self.gaussians_model
         tm = float(self.time.to_model(t))
         t_end = math.inf if forecast_from is None else float(self.time.to_model(forecast_from))
         at = min(tm, t_end)
         cloud = g4.slice(at)
-        sources = self.source_centres() if self.view_dependence[0] > 0 else None
+        sources = self.source_centres()
         if inference_filter:  # as `Gaussians4D.slice(inference_filter=True)` keeps them
             keep = (g4.marginal_t(at) >= MIN_MARGINAL) & (cloud.opacities >= MIN_OPACITY)
-            cloud = cloud.select(keep)
-            sources = None if sources is None else sources[keep]
+            cloud, sources = cloud.select(keep), sources[keep]
         if tm > t_end:
             cloud = cloud.moved(tm - t_end)
         return _gaussians3d_to_world(cloud, self.scene, self.time), sources
