@@ -4,10 +4,10 @@ surfaces, and do the moving ones move at the true speed?
     python -m ros2_lrm4d.bag_check OUT_BAG GT_DIR [--json FILE]
 
 `OUT_BAG` is what `lrm4d replay` wrote for a bag from `lrm4d synth --bag` (any rig); `GT_DIR` that
-bag's ground truth (`<bag>_gt`: depth and velocity maps of every image, and `gt_points.npz`: surface
-points, their colours and exact velocities per image). For every published `/lrm4d/gaussians` cloud (the Gaussians sliced at the
-window end, in the fixed frame), the images captured within half a frame of its stamp are the truth
-at that instant, and:
+bag's ground truth (`<bag>_gt`: depth and velocity maps of every image, and `gt_points.npz`:
+surface points, their colours and exact velocities per image). For every published
+`/lrm4d/gaussians` cloud (the Gaussians sliced at the window end, in the fixed frame), the images
+captured within half a frame of its stamp are the truth at that instant, and:
 
 * ``on_surface``: the share of the cloud's opacity within `distance` (5 cm) of a true surface, next
   to the same share for uniform random points in the cloud's own bounding box (chance). The true

@@ -21,7 +21,7 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras
 from lrm4d_core.gaussians import Gaussians3D
 
-__all__ = ["surface_points", "scene_extent", "surface_fraction", "SurfaceMesh"]
+__all__ = ["pixel_points", "surface_points", "scene_extent", "surface_fraction", "SurfaceMesh"]
 
 
 def pixel_points(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
@@ -84,12 +84,13 @@ class SurfaceMesh:
 
     Why: the pixel-centre points sample a surface at the spacing of the ground truth's pixels; the
     triangles interpolate it, so a Gaussian exactly on a surface is at distance ~0 wherever it lies
-    between the samples. A triangle is dropped where it would bridge two surfaces: where the camera sees
-    it edge-on (the angle between its normal and the viewing ray above `max_incidence_deg`: the strip
-    between an outline and what is behind it, at any depth jump and resolution; a real surface seen
-    that obliquely is sampled too sparsely to interpolate anyway) or where its vertices' velocities
-    differ by more than `max_velocity_jump` (a mover touching the floor). Every vertex stays a point of the truth, so
-    the distance to the mesh is never larger than the distance to the nearest pixel-centre point.
+    between the samples. A triangle is dropped where it would bridge two surfaces: where the camera
+    sees it edge-on (the angle between its normal and the viewing ray above `max_incidence_deg`: the
+    strip between an outline and what is behind it, at any depth jump and resolution; a real surface
+    seen that obliquely is sampled too sparsely to interpolate anyway) or where its vertices'
+    velocities differ by more than `max_velocity_jump` (a mover touching the floor). Every vertex
+    stays a point of the truth, so the distance to the mesh is never larger than the distance to the
+    nearest pixel-centre point.
     """
 
     def __init__(self, depths: list[np.ndarray], Ks: list[np.ndarray], cam_to_worlds: list[np.ndarray],
@@ -128,7 +129,7 @@ class SurfaceMesh:
         counts = np.bincount(corner, minlength=n)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         slot = np.arange(len(corner)) - np.repeat(starts, counts)
-        self._incident = np.full((n, max(1, int(counts.max()) if n and len(corner) else 1)), -1, np.int64)
+        self._incident = np.full((n, int(counts.max(initial=1))), -1, np.int64)
         self._incident[corner[order], slot] = order // 3
 
     def closest(self, points: np.ndarray, neighbours: int = 16, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:

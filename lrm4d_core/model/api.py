@@ -54,6 +54,7 @@ from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussia
 
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
+from .view_weight import VIEW_DEPENDENCE_OFF
 
 __all__ = [
     "Reconstruction",
@@ -117,7 +118,7 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)
     environment: Environment | None = None
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    view_dependence: tuple[float, float] = (0.0, 15.0)
+    view_dependence: tuple[float, float] = VIEW_DEPENDENCE_OFF
 
     @cached_property
     def gaussians(self) -> Gaussians4D:
@@ -144,14 +145,17 @@ class Reconstruction:
         )
         return _gaussians3d_to_world(g, self.scene, self.time)
 
+    def input_centres(self) -> Tensor:
+        """[V, 3] the fixed-frame centres of the input cameras."""
+        return self.scene.points_to_world(self.model_cameras.cam_to_world[:, :3, 3].to(self.gaussians_model.means))
+
     def source_centres(self) -> Tensor:
         """[V*H*W + N, 3] the fixed-frame centre of the input camera each Gaussian is aligned to
         (the pixel-aligned ones are in view-major pixel order), NaN for the N free Gaussians."""
         g = self.gaussians_model
         cams = self.model_cameras
         per_view = cams.width * cams.height
-        centres = self.scene.points_to_world(cams.cam_to_world[:, :3, 3].to(g.means))
-        pixel = centres.repeat_interleave(per_view, dim=0)
+        pixel = self.input_centres().repeat_interleave(per_view, dim=0)
         if len(g) < len(pixel):
             raise ValueError(f"{len(g)} Gaussians cannot be aligned to {len(cams)} views of {per_view} pixels")
         free = torch.full((len(g) - len(pixel), 3), float("nan"), dtype=pixel.dtype, device=pixel.device)
@@ -383,7 +387,7 @@ def reconstruct(
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
     env = out.environment[0] if out.environment is not None else None
     rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background,
-                         (model.config.view_dependence, model.config.view_dependence_deg))
+                         model.config.view_weighting)
     if world:
         rec.gaussians  # noqa: B018  (computes and times the world-frame set)
         timings["total"] = _time.perf_counter() - t0
@@ -469,7 +473,7 @@ def live_inputs(rec: Reconstruction, cloud: Gaussians3D, sources: Tensor, share:
     """[K, 3] centres of the input cameras whose Gaussians show in `cloud` (a slice: opacities times
     p(t)) with at least `share` of the largest input's opacity: the inputs that can stand in for
     each other at this time (an input whose Gaussians have faded out cannot)."""
-    centres = rec.scene.points_to_world(rec.model_cameras.cam_to_world[:, :3, 3].to(cloud.means))
+    centres = rec.input_centres().to(cloud.means)
     same = (sources[None] - centres[:, None]).abs().amax(-1) < 1e-6 * (1.0 + centres.abs().amax())  # [V, N]
     mass = (same * cloud.opacities[None]).sum(-1)
     return centres[mass >= share * mass.max()] if bool(mass.max() > 0) else centres

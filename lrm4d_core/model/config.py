@@ -147,6 +147,11 @@ class ModelConfig:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
     @property
+    def view_weighting(self) -> tuple[float, float]:
+        """(view_dependence, view_dependence_deg), as `Reconstruction.view_dependence` takes it."""
+        return (self.view_dependence, self.view_dependence_deg)
+
+    @property
     def mlp_hidden(self) -> int:
         return int(round(self.mlp_ratio * self.hidden))
 

@@ -31,7 +31,10 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["view_opacity_factor"]
+__all__ = ["VIEW_DEPENDENCE_OFF", "view_opacity_factor"]
+
+VIEW_DEPENDENCE_OFF = (0.0, 15.0)
+"""(strength, width in degrees) of a reconstruction whose renders have no view-dependent opacity."""
 
 
 def _angle(camera_centre: Tensor, means: Tensor, points: Tensor) -> Tensor:

@@ -382,6 +382,7 @@ class RemoteBackend:
 
         from lrm4d_core.gaussians import Gaussians4D
         from lrm4d_core.model.api import Reconstruction
+        from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF
 
         channels = torch.from_numpy(unpack_gaussians(response.gaussians_f16, response.count)).to(self.device)
         scene, time_norm = scene_from_proto(response.scene), time_from_proto(response.time)
@@ -398,7 +399,7 @@ class RemoteBackend:
 
             env = Environment(torch.tensor(list(response.environment), dtype=torch.float32, device=self.device).reshape(3, -1))
         background = tuple(float(c) for c in response.background) if len(response.background) == 3 else (1.0, 1.0, 1.0)
-        view = tuple(float(c) for c in response.view_dependence) if len(response.view_dependence) == 2 else (0.0, 15.0)
+        view = tuple(float(c) for c in response.view_dependence) if len(response.view_dependence) == 2 else VIEW_DEPENDENCE_OFF
         return Reconstruction(Gaussians4D.from_channels(channels), scene, time_norm, model_cams, model_times, timings,
                               env, background, view)
 

@@ -40,6 +40,7 @@ import torch
 
 from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization
 from lrm4d_core.model.api import prepare_window
+from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF
 
 __all__ = ["WorkItem", "WorkResult", "Engine", "EngineStats"]
 
@@ -77,7 +78,7 @@ class WorkResult:
     timings: dict[str, float]
     environment: list[float] | None = None  # [3 * K] SH coefficients of the environment map, row-major
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the model's training background
-    view_dependence: tuple[float, float] = (0.0, 15.0)  # its renders' view-dependent opacity (strength, degrees)
+    view_dependence: tuple[float, float] = VIEW_DEPENDENCE_OFF  # its renders' view-dependent opacity
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Engine:
             if item.future.set_running_or_notify_cancel():
                 item.future.set_result(WorkResult(data, count, p["scene"], p["time"], W, H, timings, env,
                                                   tuple(model.config.background),
-                                                  (model.config.view_dependence, model.config.view_dependence_deg)))
+                                                  model.config.view_weighting))
 
     def _fail(self, item: WorkItem, err: BaseException) -> None:
         with self._stats_lock:
