@@ -308,3 +308,25 @@ def test_batches_carry_the_scenes_ground_into_the_model_box(tiny_data):
                         ground_height=batch.ground_height)
         on_ground = (out.means[0, :, 2] - batch.ground_height[0]).abs() < 1e-5
         assert int(on_ground.sum()) > 0
+
+
+def test_a_model_with_view_dependent_opacity_trains_with_it(tiny_data, tmp_path, monkeypatch):
+    """The model's `view_dependence` reaches the target renders, with each example's own input
+    cameras (batches of two: the centres are split per example), and the run stays finite."""
+    import lrm4d_core.train.loop as loop
+
+    real, seen = loop.render_targets, []
+
+    def spy(gaussians, cameras, times, background, environment=None, view_weighting=(0.0, 15.0), input_centres=None,
+            pixels_per_view=0):
+        seen.append((view_weighting, input_centres.shape, pixels_per_view))
+        return real(gaussians, cameras, times, background, environment, view_weighting, input_centres, pixels_per_view)
+
+    monkeypatch.setattr(loop, "render_targets", spy)
+    cfg = config(tiny_data, tmp_path / "vd", steps=2,
+                 model={"preset": "tiny", "hidden": 32, "layers": 2, "heads": 2, "parametrization": "prior",
+                        "view_dependence": 0.5, "view_dependence_deg": 20.0},
+                 curriculum=[{"step": 0, "image_size": [16, 16], "batch_size": 2}])
+    summary = train(cfg, progress=False)
+    assert math.isfinite(summary["last_loss"])
+    assert seen and all(s == ((0.5, 20.0), torch.Size([2, 3, 3]), 16 * 16) for s in seen)

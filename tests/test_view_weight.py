@@ -140,3 +140,41 @@ def test_inputs_whose_gaussians_have_faded_do_not_count_as_placed(window):
     dim = replace(cloud, opacities=torch.where(newest, 1e-3 * cloud.opacities, cloud.opacities))
     after = live_inputs(rec, dim, sources)
     assert len(after) >= 1 and not any(torch.allclose(c, centres[3], atol=1e-5) for c in after)
+
+
+def test_training_renders_targets_with_the_same_view_dependent_opacity(window):
+    """`train.losses.render_targets` with the model's view weighting: each target (model frame, no
+    inference filter) equals the plain rasterization of the slice with the opacities weighted in
+    numpy; gradients reach the opacities and stay finite at an input's own camera (the factor is a
+    constant there, where the arccos has no derivative)."""
+    from lrm4d_core.render import rasterize
+    from lrm4d_core.train.losses import render_targets
+
+    model, rec, cams, times = window
+    g4 = rec.gaussians_model
+    fields = ("means", "scales", "q_left", "q_right", "opacities", "colors")
+    leaf = {f: getattr(g4, f).detach().float().clone().requires_grad_(f in ("means", "opacities")) for f in fields}
+    batched = type(g4)(**{f: leaf[f][None] for f in fields})
+    model_cams = rec.model_cameras.to(dtype=torch.float32)
+    centres = model_cams.cam_to_world[:, :3, 3]
+    tm = rec.time.to_model(torch.tensor([times[1], times[3]])).float()
+    targets = Cameras.cat([model_cams[1:2], model_cams[3:4]])
+    background = torch.tensor([1.0, 1.0, 1.0])
+    got = render_targets(batched, targets, tm[None], background, None, (0.5, 20.0), centres[None], 16 * 16)
+    plain = render_targets(batched, targets, tm[None], background, None)
+    inputs = centres.double().numpy()
+    src = np.repeat(inputs, 16 * 16, axis=0)
+    for j, v in enumerate((1, 3)):
+        cloud = type(g4)(**{f: leaf[f] for f in fields}).slice(tm[j])
+        means, opacity = cloud.means.detach().double().numpy(), cloud.opacities.detach().double().numpy()
+        mass = opacity[:len(src)].reshape(4, -1).sum(-1)
+        live = inputs[mass >= 0.5 * mass.max()]
+        best = np.min([angle_np(inputs[v], means, np.broadcast_to(c, means.shape)) for c in live], 0)
+        weight = np.ones(len(means))
+        weight[:len(src)] = weight_np(angle_np(inputs[v], means[:len(src)], src) - best[:len(src)], 0.5, 20.0)
+        seen = replace(cloud, opacities=cloud.opacities * torch.from_numpy(weight).float())
+        expected = rasterize(seen, targets[j:j + 1], background, backend="torch").color[0].permute(2, 0, 1)
+        assert torch.allclose(got[0, j], expected, atol=1e-5)
+        assert weight.min() < 0.9 and not torch.allclose(got[0, j], plain[0, j], atol=1e-3)
+    got.sum().backward()
+    assert torch.isfinite(leaf["means"].grad).all() and leaf["opacities"].grad.abs().sum() > 0

@@ -54,7 +54,7 @@ from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussia
 
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
-from .view_weight import VIEW_DEPENDENCE_OFF
+from .view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_sources, view_opacity_factor
 
 __all__ = [
     "Reconstruction",
@@ -152,14 +152,8 @@ class Reconstruction:
     def source_centres(self) -> Tensor:
         """[V*H*W + N, 3] the fixed-frame centre of the input camera each Gaussian is aligned to
         (the pixel-aligned ones are in view-major pixel order), NaN for the N free Gaussians."""
-        g = self.gaussians_model
         cams = self.model_cameras
-        per_view = cams.width * cams.height
-        pixel = self.input_centres().repeat_interleave(per_view, dim=0)
-        if len(g) < len(pixel):
-            raise ValueError(f"{len(g)} Gaussians cannot be aligned to {len(cams)} views of {per_view} pixels")
-        free = torch.full((len(g) - len(pixel), 3), float("nan"), dtype=pixel.dtype, device=pixel.device)
-        return torch.cat([pixel, free])
+        return pixel_sources(self.input_centres(), cams.width * cams.height, len(self.gaussians_model))
 
     def view_cloud(self, t: float, forecast_from: float | None = None,
                    inference_filter: bool = True) -> tuple[Gaussians3D, Tensor | None]:
@@ -444,8 +438,6 @@ def rasterize_over(
     `rec.view_dependence`'s view-dependent opacity (`model.view_weight`), one camera at a time."""
     strength, width = rec.view_dependence
     if sources is not None and strength > 0:
-        from .view_weight import view_opacity_factor
-
         inputs = live_inputs(rec, cloud, sources)
         outs = []
         for c in range(len(cameras)):
@@ -475,8 +467,7 @@ def live_inputs(rec: Reconstruction, cloud: Gaussians3D, sources: Tensor, share:
     each other at this time (an input whose Gaussians have faded out cannot)."""
     centres = rec.input_centres().to(cloud.means)
     same = (sources[None] - centres[:, None]).abs().amax(-1) < 1e-6 * (1.0 + centres.abs().amax())  # [V, N]
-    mass = (same * cloud.opacities[None]).sum(-1)
-    return centres[mass >= share * mass.max()] if bool(mass.max() > 0) else centres
+    return live_centres(centres, (same * cloud.opacities[None]).sum(-1), share)
 
 
 def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 0.3) -> float:

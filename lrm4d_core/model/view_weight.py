@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["VIEW_DEPENDENCE_OFF", "view_opacity_factor"]
+__all__ = ["VIEW_DEPENDENCE_OFF", "view_opacity_factor", "live_centres", "pixel_sources"]
 
 VIEW_DEPENDENCE_OFF = (0.0, 15.0)
 """(strength, width in degrees) of a reconstruction whose renders have no view-dependent opacity."""
@@ -58,3 +58,21 @@ def view_opacity_factor(means: Tensor, sources: Tensor, camera_centre: Tensor, s
     width = math.radians(width_deg)
     factor = 1.0 - strength * (1.0 - torch.exp(-0.5 * (angle / width) ** 2))
     return torch.where(torch.isfinite(sources).all(-1), factor, torch.ones_like(factor))
+
+
+def live_centres(centres: Tensor, mass: Tensor, share: float = 0.5) -> Tensor:
+    """[K, 3] of the input cameras' `centres` [V, 3] whose Gaussians show with at least `share` of
+    the largest input's opacity `mass` [V] (all of them when nothing shows): the inputs that can
+    stand in for each other at this time (an input whose Gaussians have faded out cannot)."""
+    return centres[mass >= share * mass.max()] if bool(mass.max() > 0) else centres
+
+
+def pixel_sources(centres: Tensor, pixels_per_view: int, count: int) -> Tensor:
+    """[count, 3] the input-camera centre of each Gaussian of a prediction whose first
+    V * `pixels_per_view` Gaussians are pixel-aligned in view-major order (`centres` [V, 3]), NaN for
+    the free ones after them."""
+    pixel = centres.repeat_interleave(pixels_per_view, dim=0)
+    if count < len(pixel):
+        raise ValueError(f"{count} Gaussians cannot be aligned to {len(centres)} views of {pixels_per_view} pixels")
+    free = torch.full((count - len(pixel), 3), float("nan"), dtype=pixel.dtype, device=pixel.device)
+    return torch.cat([pixel, free])

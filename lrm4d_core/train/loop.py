@@ -253,7 +253,10 @@ def training_step(
     environment = out.environment.to(dtype=torch.float32) if out.environment is not None else None
     timer.lap("forward")
     background = torch.tensor(model.config.background, dtype=torch.float32, device=device)
-    pred = render_targets(gaussians, batch.target_cameras, batch.target_times, background, environment)
+    vi = batch.input_times.shape[1]
+    pred = render_targets(gaussians, batch.target_cameras, batch.target_times, background, environment,
+                          model.config.view_weighting, batch.input_cameras.cam_to_world[:, :3, 3].reshape(-1, vi, 3),
+                          batch.input_cameras.width * batch.input_cameras.height)
     timer.lap("render")
     target = batch.target_images
     mse = F.mse_loss(pred, target)

@@ -9,6 +9,8 @@ qualifies, so a batch without such data still trains.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -16,6 +18,7 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras
 from lrm4d_core.environment import Environment, composite
 from lrm4d_core.gaussians import Gaussians4D
+from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_sources, view_opacity_factor
 from lrm4d_core.render import rasterize
 
 __all__ = ["depth_loss", "opacity_loss", "velocity_loss", "persistence_loss", "implied_velocity", "render_targets"]
@@ -108,21 +111,43 @@ def render_targets(
     times: Tensor,
     background: Tensor | None,
     environment: Environment | None = None,
+    view_weighting: tuple[float, float] = VIEW_DEPENDENCE_OFF,
+    input_centres: Tensor | None = None,
+    pixels_per_view: int = 0,
 ) -> Tensor:
     """Slice each example's Gaussians at each target time and render that target: [B, Vt, 3, H, W].
 
     With an `environment` ([B, 3, K]) the Gaussians are composited over it, else over `background`.
+    With a `view_weighting` strength above 0 and `input_centres` [B, Vi, 3] (the input cameras, in
+    the Gaussians' frame; the first Vi * `pixels_per_view` Gaussians of each example pixel-aligned),
+    every target sees them with the view-dependent opacity renders of the model use
+    (`model.view_weight`), so that training fits colours and opacities to it. The factor is
+    treated as a constant (no gradient through it: at its own camera its angle's arccos is not
+    differentiable).
     """
+    strength, width = view_weighting
+    weighted = strength > 0 and input_centres is not None
     b, vt = times.shape
     images = []
     for i in range(b):
         g = gaussians[i]
+        if weighted:
+            centres = input_centres[i].to(g.means)
+            sources = pixel_sources(centres, pixels_per_view, len(g))
+            aligned = len(centres) * pixels_per_view
         for j in range(vt):
             cam = cameras[i * vt + j]
+            cloud = g.slice(times[i, j])
+            if weighted:
+                with torch.no_grad():
+                    mass = cloud.opacities[:aligned].reshape(len(centres), pixels_per_view).sum(-1)
+                    factor = view_opacity_factor(cloud.means, sources, cam.cam_to_world[0, :3, 3], strength, width,
+                                                 live_centres(centres, mass))
+                cloud = replace(cloud, opacities=cloud.opacities * factor)
             if environment is None:
-                color = rasterize(g.slice(times[i, j]), cam, background).color
+                color = rasterize(cloud, cam, background).color
             else:
-                out = rasterize(g.slice(times[i, j]), cam, None)
+                out = rasterize(cloud, cam, None)
                 color = composite(out.color, out.alpha, cam, environment[i])
             images.append(color[0].permute(2, 0, 1))
     return torch.stack(images).reshape(b, vt, *images[0].shape)
