@@ -15,13 +15,12 @@ in for the others):
 
 so an input's own Gaussians keep their opacity in their own camera, between two inputs both keep
 most of theirs, and a Gaussian of an input much worse placed than another keeps 1 - strength
-(never vanishing: where it is the only one, it still shows). docs/default_model.md ("View-dependent
-opacity") has the validation and held-out numbers: strength 0.75 and width 15 degrees gain about
-1 dB on the workspace rig, whose cameras are static, and lose some on the object and driving rigs,
-so the shipped checkpoint leaves it off. The network was not trained with it; it is a rendering
-choice recorded in the checkpoint (`ModelConfig.view_dependence`, `view_dependence_deg`; 0, the
-default of checkpoints that predate it, turns it off). The published point clouds have no
-viewpoint and do not use it.
+(never vanishing: where it is the only one, it still shows). It is recorded in the checkpoint
+(`ModelConfig.view_dependence`, `view_dependence_deg`; 0, the default of checkpoints that predate
+it, turns it off) and training renders its targets with it (`train.losses.render_targets`), so the
+network fits its colours and opacities to it: the shipped checkpoint was fine-tuned that way with
+strength 0.75 and width 15 degrees (docs/default_model.md, "View-dependent opacity"). The
+published point clouds have no viewpoint and do not use it.
 """
 
 from __future__ import annotations
