@@ -51,8 +51,11 @@ def view_opacity_factor(means: Tensor, sources: Tensor, camera_centre: Tensor, s
     angle counts only beyond the smallest any input makes there: a Gaussian of the input best placed
     for this camera keeps its opacity even when no input is close."""
     angle = _angle(camera_centre, means, sources)
-    if inputs is not None and len(inputs):
-        best = torch.stack([_angle(camera_centre, means, c.expand_as(means)) for c in inputs.to(means)]).amin(0)
+    if inputs is not None and len(inputs):  # the smallest angle is the arccos of the largest cosine
+        to_camera = torch.nn.functional.normalize(camera_centre.to(means) - means, dim=-1)
+        to_inputs = inputs.to(means)[:, None] - means[None]  # [V, N, 3]
+        cosine = torch.einsum("vnk,nk->vn", to_inputs, to_camera) / torch.linalg.vector_norm(to_inputs, dim=-1).clamp_min(1e-12)
+        best = torch.arccos(cosine.amax(0).clamp(-1.0, 1.0))
         angle = (angle - best).clamp_min(0.0)
     width = math.radians(width_deg)
     factor = 1.0 - strength * (1.0 - torch.exp(-0.5 * (angle / width) ** 2))

@@ -120,7 +120,7 @@ def render_targets(
     With an `environment` ([B, 3, K]) the Gaussians are composited over it, else over `background`.
     With a `view_weighting` strength above 0 and `input_centres` [B, Vi, 3] (the input cameras, in
     the Gaussians' frame; the first Vi * `pixels_per_view` Gaussians of each example pixel-aligned),
-    every target sees them with the view-dependent opacity renders of the model use
+    every target sees them with the same view-dependent opacity as the model's renders
     (`model.view_weight`), so that training fits colours and opacities to it. The factor is
     treated as a constant (no gradient through it: at its own camera its angle's arccos is not
     differentiable).
