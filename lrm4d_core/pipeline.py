@@ -319,8 +319,8 @@ class Reconstructor:
             jobs.append((vc.name, "", vc.time_offset_s, _render_cameras(vc.K, pose, vc.width, vc.height, cfg.render_max_side)))
         renders = []
         for name, source, t, cams in jobs:
-            cloud, sources = rec.view_cloud(t, forecast_from=0.0, inference_filter=cfg.inference_filter)
-            out = rasterize_over(rec, cloud, cams, background, sources=sources)
+            cloud, views = rec.view_cloud(t, forecast_from=0.0, inference_filter=cfg.inference_filter)
+            out = rasterize_over(rec, cloud, cams, background, views=views)
             image = (torch.nan_to_num(out.color[0], nan=0.0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             depth = torch.where(out.alpha[0, ..., 0] >= DEPTH_MIN_ALPHA, out.depth[0, ..., 0], torch.nan)
             depth = torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.nan).float().cpu().numpy()

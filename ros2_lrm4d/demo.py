@@ -52,8 +52,8 @@ def _render(products: Products, K: np.ndarray, c2w: np.ndarray, width: int, heig
     rec = products.reconstruction
     like = rec.gaussians_model.means
     cams = Cameras(torch.from_numpy(K)[None].to(like), torch.from_numpy(c2w)[None].to(like), width, height)
-    cloud, sources = rec.view_cloud(t, forecast_from=0.0)
-    out = rasterize_over(rec, cloud, cams, sources=sources)  # as the node's predicted views: over the environment map
+    cloud, views = rec.view_cloud(t, forecast_from=0.0)
+    out = rasterize_over(rec, cloud, cams, views=views)  # as the node's predicted views: over the environment map
     return (out.color[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 

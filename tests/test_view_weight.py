@@ -106,10 +106,10 @@ def test_each_pixel_gaussian_is_weighted_by_its_own_input_camera(window):
 def test_view_cloud_is_the_slice_and_the_forecast(window):
     model, rec, cams, times = window
     for t in (-0.3, 0.0, 0.4):
-        cloud, sources = rec.view_cloud(t, forecast_from=0.0)
+        cloud, views = rec.view_cloud(t, forecast_from=0.0)
         reference = rec.forecast(t, 0.0, inference_filter=True)
         assert torch.equal(cloud.means, reference.means) and torch.equal(cloud.opacities, reference.opacities)
-        assert sources.shape == cloud.means.shape
+        assert views.shape == cloud.opacities.shape
     cloud, _ = rec.view_cloud(0.4)  # no forecast: the slice at t
     assert torch.equal(cloud.means, rec.slice(0.4, inference_filter=True).means)
 
@@ -117,8 +117,8 @@ def test_view_cloud_is_the_slice_and_the_forecast(window):
 def test_off_renders_as_before(window):
     model, rec, cams, times = window
     off = replace(rec, view_dependence=(0.0, 20.0))
-    cloud, sources = off.view_cloud(0.0)
-    assert sources is None
+    cloud, views = off.view_cloud(0.0)
+    assert views is None
     plain = rasterize_over(off, off.slice(0.0, inference_filter=True), cams, backend="torch")
     assert torch.equal(render(off, cams, 0.0, backend="torch").color, plain.color)
     on = render(rec, cams, 0.0, backend="torch").color
@@ -131,14 +131,15 @@ def test_inputs_whose_gaussians_have_faded_do_not_count_as_placed(window):
     from lrm4d_core.model.api import live_inputs
 
     model, rec, cams, times = window
-    cloud, sources = rec.view_cloud(float(times[-1]), inference_filter=False)
+    cloud, views = rec.view_cloud(float(times[-1]), inference_filter=False)
+    sources = rec.source_centres()
     centres = cams.cam_to_world[:, :3, 3].to(cloud.means)
-    before = live_inputs(rec, cloud, sources)
+    before = live_inputs(rec, cloud, views)
     assert torch.allclose(before[-1], centres[3], atol=1e-5)  # the newest input shows at the newest time
     newest = (sources - centres[3]).abs().amax(-1) < 1e-4
     assert int(newest.sum()) == 16 * 16
     dim = replace(cloud, opacities=torch.where(newest, 1e-3 * cloud.opacities, cloud.opacities))
-    after = live_inputs(rec, dim, sources)
+    after = live_inputs(rec, dim, views)
     assert len(after) >= 1 and not any(torch.allclose(c, centres[3], atol=1e-5) for c in after)
 
 

@@ -54,7 +54,7 @@ from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussia
 
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
-from .view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_sources, view_opacity_factor
+from .view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_views, view_mass, view_opacity_factor, view_sources
 
 __all__ = [
     "Reconstruction",
@@ -149,17 +149,22 @@ class Reconstruction:
         """[V, 3] the fixed-frame centres of the input cameras."""
         return self.scene.points_to_world(self.model_cameras.cam_to_world[:, :3, 3].to(self.gaussians_model.means))
 
-    def source_centres(self) -> Tensor:
-        """[V*H*W + N, 3] the fixed-frame centre of the input camera each Gaussian is aligned to
-        (the pixel-aligned ones are in view-major pixel order), NaN for the N free Gaussians."""
+    def source_views(self) -> Tensor:
+        """[V*H*W + N] the input view each Gaussian is aligned to (the pixel-aligned ones in
+        view-major pixel order), -1 for the N free Gaussians."""
         cams = self.model_cameras
-        return pixel_sources(self.input_centres(), cams.width * cams.height, len(self.gaussians_model))
+        return pixel_views(len(cams), cams.width * cams.height, len(self.gaussians_model), self.gaussians_model.means.device)
+
+    def source_centres(self) -> Tensor:
+        """[V*H*W + N, 3] the fixed-frame centre of the input camera each Gaussian is aligned to, NaN
+        for the free Gaussians (`source_views`)."""
+        return view_sources(self.input_centres(), self.source_views())
 
     def view_cloud(self, t: float, forecast_from: float | None = None,
                    inference_filter: bool = True) -> tuple[Gaussians3D, Tensor | None]:
-        """The world-frame cloud at t (seconds) and the input-camera centre of each of its Gaussians
-        [N, 3] (`source_centres`; None where `view_dependence` is off), for `rasterize_over`: as
-        `slice(t)`, or with `forecast_from` as `forecast(t, forecast_from)` (extrapolated past it)."""
+        """The world-frame cloud at t (seconds) and the input view of each of its Gaussians [N]
+        (`source_views`; None where `view_dependence` is off), for `rasterize_over`: as `slice(t)`,
+        or with `forecast_from` as `forecast(t, forecast_from)` (extrapolated past it)."""
         if self.view_dependence[0] <= 0:  # the plain slice or forecast, as fast as before
             if forecast_from is None:
                 return self.slice(t, inference_filter=inference_filter), None
@@ -169,13 +174,13 @@ class Reconstruction:
         t_end = math.inf if forecast_from is None else float(self.time.to_model(forecast_from))
         at = min(tm, t_end)
         cloud = g4.slice(at)
-        sources = self.source_centres()
+        views = self.source_views()
         if inference_filter:  # as `Gaussians4D.slice(inference_filter=True)` keeps them
             keep = (g4.marginal_t(at) >= MIN_MARGINAL) & (cloud.opacities >= MIN_OPACITY)
-            cloud, sources = cloud.select(keep), sources[keep]
+            cloud, views = cloud.select(keep), views[keep]
         if tm > t_end:
             cloud = cloud.moved(tm - t_end)
-        return _gaussians3d_to_world(cloud, self.scene, self.time), sources
+        return _gaussians3d_to_world(cloud, self.scene, self.time), views
 
 
 def _default_device() -> torch.device:
@@ -414,8 +419,8 @@ def render(
         the rasterizer's result: `.color` [C, H, W, 3], `.alpha`, `.depth`.
     """
     if isinstance(gaussians4d, Reconstruction):
-        sliced, sources = gaussians4d.view_cloud(float(t), inference_filter=inference_filter)
-        return rasterize_over(gaussians4d, sliced, cameras, background, backend, sources)
+        sliced, views = gaussians4d.view_cloud(float(t), inference_filter=inference_filter)
+        return rasterize_over(gaussians4d, sliced, cameras, background, backend, views)
     from lrm4d_core.render import rasterize  # imported lazily: optional backends
 
     if gaussians4d.means.ndim != 2:
@@ -429,16 +434,17 @@ def render(
 
 def rasterize_over(
     rec: Reconstruction, cloud: Gaussians3D, cameras: Cameras, background: Tensor | None = None, backend: str = "auto",
-    sources: Tensor | None = None,
+    views: Tensor | None = None,
 ):
     """Rasterize a world-frame cloud of `rec` (a slice or forecast) as users see it: over
     `background` [3] when given, else over `rec`'s environment map, else over the colour its model
-    was trained on (`Reconstruction.background`). With `sources` (the input-camera centre of each
-    Gaussian, from `Reconstruction.view_cloud`), each camera sees the pixel-aligned Gaussians with
+    was trained on (`Reconstruction.background`). With `views` (the input view of each Gaussian,
+    from `Reconstruction.view_cloud`), each camera sees the pixel-aligned Gaussians with
     `rec.view_dependence`'s view-dependent opacity (`model.view_weight`), one camera at a time."""
     strength, width = rec.view_dependence
-    if sources is not None and strength > 0:
-        inputs = live_inputs(rec, cloud, sources)
+    if views is not None and strength > 0:
+        inputs = live_inputs(rec, cloud, views)
+        sources = view_sources(rec.input_centres().to(cloud.means), views)
         outs = []
         for c in range(len(cameras)):
             centre = cameras.cam_to_world[c, :3, 3]
@@ -461,13 +467,13 @@ def rasterize_over(
     return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend, eps2d=eps2d)
 
 
-def live_inputs(rec: Reconstruction, cloud: Gaussians3D, sources: Tensor, share: float = 0.5) -> Tensor:
-    """[K, 3] centres of the input cameras whose Gaussians show in `cloud` (a slice: opacities times
-    p(t)) with at least `share` of the largest input's opacity: the inputs that can stand in for
-    each other at this time (an input whose Gaussians have faded out cannot)."""
+def live_inputs(rec: Reconstruction, cloud: Gaussians3D, views: Tensor, share: float = 0.5) -> Tensor:
+    """[K, 3] centres of the input cameras whose Gaussians (`views`: each one's input view) show in
+    `cloud` (a slice: opacities times p(t)) with at least `share` of the largest input's opacity:
+    the inputs that can stand in for each other at this time (an input whose Gaussians have faded
+    out cannot)."""
     centres = rec.input_centres().to(cloud.means)
-    same = (sources[None] - centres[:, None]).abs().amax(-1) < 1e-6 * (1.0 + centres.abs().amax())  # [V, N]
-    return live_centres(centres, (same * cloud.opacities[None]).sum(-1), share)
+    return live_centres(centres, view_mass(views, cloud.opacities, len(centres)), share)
 
 
 def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 0.3) -> float:

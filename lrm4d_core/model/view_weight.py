@@ -30,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["VIEW_DEPENDENCE_OFF", "view_opacity_factor", "live_centres", "pixel_sources"]
+__all__ = ["VIEW_DEPENDENCE_OFF", "view_opacity_factor", "live_centres", "pixel_views", "view_sources", "view_mass"]
 
 VIEW_DEPENDENCE_OFF = (0.0, 15.0)
 """(strength, width in degrees) of a reconstruction whose renders have no view-dependent opacity."""
@@ -69,12 +69,23 @@ def live_centres(centres: Tensor, mass: Tensor, share: float = 0.5) -> Tensor:
     return centres[mass >= share * mass.max()] if bool(mass.max() > 0) else centres
 
 
-def pixel_sources(centres: Tensor, pixels_per_view: int, count: int) -> Tensor:
-    """[count, 3] the input-camera centre of each Gaussian of a prediction whose first
-    V * `pixels_per_view` Gaussians are pixel-aligned in view-major order (`centres` [V, 3]), NaN for
-    the free ones after them."""
-    pixel = centres.repeat_interleave(pixels_per_view, dim=0)
-    if count < len(pixel):
-        raise ValueError(f"{count} Gaussians cannot be aligned to {len(centres)} views of {pixels_per_view} pixels")
-    free = torch.full((count - len(pixel), 3), float("nan"), dtype=pixel.dtype, device=pixel.device)
-    return torch.cat([pixel, free])
+def pixel_views(views: int, pixels_per_view: int, count: int, device: torch.device | str = "cpu") -> Tensor:
+    """[count] the input view each Gaussian of a prediction is aligned to: the first
+    `views` * `pixels_per_view` are pixel-aligned in view-major order, -1 for the free ones after them."""
+    aligned = torch.arange(views, device=device).repeat_interleave(pixels_per_view)
+    if count < len(aligned):
+        raise ValueError(f"{count} Gaussians cannot be aligned to {views} views of {pixels_per_view} pixels")
+    return torch.cat([aligned, torch.full((count - len(aligned),), -1, dtype=aligned.dtype, device=device)])
+
+
+def view_sources(centres: Tensor, views: Tensor) -> Tensor:
+    """[N, 3] the input-camera centre (`centres` [V, 3]) of each Gaussian's view (`views` [N]), NaN
+    for free Gaussians (view -1): the `sources` of `view_opacity_factor`."""
+    picked = centres[views.clamp_min(0)]
+    return torch.where((views >= 0)[:, None], picked, torch.full_like(picked, float("nan")))
+
+
+def view_mass(views: Tensor, opacities: Tensor, count: int) -> Tensor:
+    """[count] the summed opacity of each input view's Gaussians (`views` [N], -1: none)."""
+    aligned = views >= 0
+    return torch.bincount(views[aligned], weights=opacities[aligned], minlength=count).to(opacities)

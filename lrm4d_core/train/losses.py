@@ -18,7 +18,7 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras
 from lrm4d_core.environment import Environment, composite
 from lrm4d_core.gaussians import Gaussians4D
-from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_sources, view_opacity_factor
+from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_views, view_mass, view_opacity_factor, view_sources
 from lrm4d_core.render import rasterize
 
 __all__ = ["depth_loss", "opacity_loss", "velocity_loss", "persistence_loss", "implied_velocity", "render_targets"]
@@ -133,14 +133,14 @@ def render_targets(
         g = gaussians[i]
         if weighted:
             centres = input_centres[i].to(g.means)
-            sources = pixel_sources(centres, pixels_per_view, len(g))
-            aligned = len(centres) * pixels_per_view
+            views = pixel_views(len(centres), pixels_per_view, len(g), g.means.device)
+            sources = view_sources(centres, views)
         for j in range(vt):
             cam = cameras[i * vt + j]
             cloud = g.slice(times[i, j])
             if weighted:
                 with torch.no_grad():
-                    mass = cloud.opacities[:aligned].reshape(len(centres), pixels_per_view).sum(-1)
+                    mass = view_mass(views, cloud.opacities, len(centres))
                     factor = view_opacity_factor(cloud.means, sources, cam.cam_to_world[0, :3, 3], strength, width,
                                                  live_centres(centres, mass))
                 cloud = replace(cloud, opacities=cloud.opacities * factor)
