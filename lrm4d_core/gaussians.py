@@ -195,10 +195,11 @@ class Gaussians3D:
         return self.means.shape[-2]
 
     def select(self, mask: Tensor) -> Gaussians3D:
-        """Keep the Gaussians where `mask` [N] (bool or indices) holds; unbatched clouds only."""
+        """Keep the Gaussians where `mask` [N] (bool or indices) holds; unbatched clouds only. The
+        subset shares this cloud's principal axes (`scales_and_rotations`), computed once."""
         if self.means.ndim != 2:
             raise ValueError("select() needs an unbatched cloud ([N, 3] means)")
-        return Gaussians3D(*(getattr(self, f.name)[mask] for f in fields(self)))
+        return self._sharing_shape(Gaussians3D(*(getattr(self, f.name)[mask] for f in fields(self))), mask)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Gaussians3D:
         return Gaussians3D(*(getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)))
@@ -222,16 +223,34 @@ class Gaussians3D:
         )
 
     def moved(self, dt: float | Tensor) -> Gaussians3D:
-        """Constant-velocity extrapolation by dt time units; shape, opacity and colour are held."""
-        return replace(self, means=self.means + self.velocities * dt)
+        """Constant-velocity extrapolation by dt time units; shape, opacity and colour are held (and
+        so are the principal axes: computed once for a cloud and all its forecasts)."""
+        return self._sharing_shape(replace(self, means=self.means + self.velocities * dt), None)
+
+    def _sharing_shape(self, other: Gaussians3D, rows: Tensor | None) -> Gaussians3D:
+        """`other`, whose covariances are this cloud's (`rows` of them, or all): its
+        `scales_and_rotations` are read off this cloud's, whichever of the two is asked first."""
+        object.__setattr__(other, "_shape_source", (self, rows))
+        return other
 
     def scales_and_rotations(self) -> tuple[Tensor, Tensor]:
         """Factor covars = R diag(s)^2 R^T: returns scales [..., N, 3] and quaternions (w,x,y,z) [..., N, 4].
 
-        Used to publish 3DGS-style parameters; computed in float64 for tiny scales.
+        Used to publish 3DGS-style parameters; computed in float64 for tiny scales, once per set of
+        covariances (a cloud, its `moved` forecasts and `select`ed subsets share them: publishing a
+        window's clouds costs one eigendecomposition, not one per message).
         """
+        return self._principal_axes
+
+    @cached_property
+    def _principal_axes(self) -> tuple[Tensor, Tensor]:
+        source = self.__dict__.get("_shape_source")
+        if source is not None:
+            parent, rows = source
+            scales, quats = parent._principal_axes
+            return (scales, quats) if rows is None else (scales[rows], quats[rows])
         evals, evecs = torch.linalg.eigh(self.covars.double())
-        det = torch.linalg.det(evecs)
+        det = (torch.linalg.cross(evecs[..., 0], evecs[..., 1], dim=-1) * evecs[..., 2]).sum(-1)  # of the rows: the same
         evecs = torch.cat([evecs[..., :1] * det[..., None, None].sign(), evecs[..., 1:]], dim=-1)
         scales = evals.clamp_min(0).sqrt()
         quats = quaternion_from_matrix(evecs)
@@ -378,9 +397,9 @@ class Gaussians4D:
         return a @ a.transpose(-1, -2)
 
     def marginal_t(self, t: float | Tensor) -> Tensor:
-        """[..., N] unnormalized temporal marginal p(t) = exp(-0.5 (t - mu_t)^2 / Sigma_tt)."""
-        a_t = self.factor()[..., 3, :]
-        sigma_tt = (a_t * a_t).sum(-1).clamp_min(_TT_EPS)
+        """[..., N] unnormalized temporal marginal p(t) = exp(-0.5 (t - mu_t)^2 / Sigma_tt) (Sigma_tt
+        from what slicing caches: the marginal at many times costs no 4D rotations)."""
+        sigma_tt = self._conditional[0]
         return torch.exp(-0.5 * (t - self.means[..., 3]) ** 2 / sigma_tt)
 
     def slice(

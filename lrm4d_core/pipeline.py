@@ -272,7 +272,10 @@ class Reconstructor:
         t2 = time.perf_counter()
         slice_opts = {"inference_filter": cfg.inference_filter}
         cloud = self._bounded(rec.slice(0.0, **slice_opts))
-        forecasts = {h: self._bounded(rec.forecast(h, 0.0, **slice_opts)) for h in cfg.forecast_horizons_s}
+        # beyond the window end a forecast is the end's cloud moved along its velocities
+        # (`Reconstruction.forecast`): the same Gaussians, shapes and opacities, so it is made from
+        # `cloud` (and shares its principal axes when published)
+        forecasts = {h: cloud.moved(h) for h in cfg.forecast_horizons_s}
         timings["slice"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -318,8 +321,11 @@ class Reconstructor:
                 pose = newest[vc.follow].cam_to_world @ pose
             jobs.append((vc.name, "", vc.time_offset_s, _render_cameras(vc.K, pose, vc.width, vc.height, cfg.render_max_side)))
         renders = []
+        clouds: dict[float, tuple] = {}  # views at one time render one cloud
         for name, source, t, cams in jobs:
-            cloud, views = rec.view_cloud(t, forecast_from=0.0, inference_filter=cfg.inference_filter)
+            if t not in clouds:
+                clouds[t] = rec.view_cloud(t, forecast_from=0.0, inference_filter=cfg.inference_filter)
+            cloud, views = clouds[t]
             out = rasterize_over(rec, cloud, cams, background, views=views)
             image = (torch.nan_to_num(out.color[0], nan=0.0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             depth = torch.where(out.alpha[0, ..., 0] >= DEPTH_MIN_ALPHA, out.depth[0, ..., 0], torch.nan)

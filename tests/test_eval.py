@@ -336,6 +336,32 @@ def test_pipeline_and_eval_render_the_same_image(data, model):
     assert products.reconstruction.environment is not None and end == pytest.approx(float(ex.times[last]))
 
 
+def test_pipeline_forecasts_are_the_reconstructions_own(data, model):
+    """The pipeline makes each forecast from the window-end cloud (`Gaussians3D.moved`, sharing its
+    principal axes); it must be what `Reconstruction.forecast` gives from the 4D set, and publish
+    the same 3DGS scales and rotations as a cloud factored on its own."""
+    from lrm4d_core.gaussians import Gaussians3D
+    from lrm4d_core.pipeline import LocalBackend, PipelineConfig, Reconstructor
+    from lrm4d_core.stream import Frame, Window
+
+    _, ex = example(data, "alternating")
+    images = (ex.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    frames = tuple(Frame(f"v{int(v)}f{int(f)}", int(round((100 + float(t)) * 1e9)), images[i], ex.cameras.K[i].numpy(),
+                         ex.cameras.cam_to_world[i].numpy()) for i, (v, f, t) in enumerate(zip(ex.views, ex.frames, ex.times)))
+    win = Window(frames=frames, end_ns=max(f.stamp_ns for f in frames), start_ns=min(f.stamp_ns for f in frames))
+    cfg = PipelineConfig(forecast_horizons_s=(0.5, 1.25), render_inputs_at_s=(), max_points=10**6)
+    products = Reconstructor(LocalBackend(model), cfg).process(win)
+    rec = products.reconstruction
+    for h, cloud in products.forecasts.items():
+        own = rec.forecast(h, 0.0, inference_filter=True)
+        assert len(cloud) == len(own) > 0
+        for name in ("means", "covars", "opacities", "colors", "velocities"):
+            torch.testing.assert_close(getattr(cloud, name), getattr(own, name), rtol=1e-9, atol=1e-9)
+        alone = Gaussians3D(cloud.means, cloud.covars.clone(), cloud.opacities, cloud.colors, cloud.velocities)
+        for shared, fresh in zip(cloud.scales_and_rotations(), alone.scales_and_rotations()):
+            torch.testing.assert_close(shared, fresh, rtol=0, atol=0)
+
+
 def test_an_unreadable_first_scene_is_skipped_and_reported_not_fatal(tmp_path, model):
     """The splat references' sweep reads the first scenes of a group too: a corrupt first scene
     must be skipped there as in the main loop, and the rest evaluated."""

@@ -286,6 +286,26 @@ def test_from_motion_moves_round_gaussians_at_the_given_velocity():
     assert torch.allclose(g.marginal_t(means[:, 3] + st), torch.full((n,), math.exp(-0.5), dtype=torch.float64))
 
 
+def test_moved_and_selected_clouds_share_principal_axes_in_any_order():
+    """A cloud, its `moved` forecast and a `select`ed subset are factored once; whichever is asked
+    first, each gets what factoring its own covariances alone gives."""
+    s = random_gaussians(60, seed=21).slice(0.2)
+    keep = torch.arange(60) % 3 != 0
+
+    def alone(c):
+        return Gaussians3D(c.means, c.covars.clone(), c.opacities, c.colors, c.velocities).scales_and_rotations()
+
+    for child_first in (True, False):
+        parent = Gaussians3D(s.means, s.covars, s.opacities, s.colors, s.velocities)
+        child = parent.moved(0.7).select(keep)
+        order = (child, parent) if child_first else (parent, child)
+        for cloud in order:
+            for got, want in zip(cloud.scales_and_rotations(), alone(cloud)):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(child.means, s.means[keep] + 0.7 * s.velocities[keep])
+        torch.testing.assert_close(child.scales_and_rotations()[0], parent.scales_and_rotations()[0][keep], rtol=0, atol=0)
+
+
 def test_refactoring_recovers_known_scales_and_rotations():
     """_refactor (eigendecomposition of A A^T) against Gaussians built from known scales and a known
     SO(4) rotation, for shape ratios up to 1e4 (a 1 mm Gaussian living 10 s)."""
