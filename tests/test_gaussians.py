@@ -306,6 +306,36 @@ def test_moved_and_selected_clouds_share_principal_axes_in_any_order():
         torch.testing.assert_close(child.scales_and_rotations()[0], parent.scales_and_rotations()[0][keep], rtol=0, atol=0)
 
 
+def test_held_still_keeps_the_slice_at_its_time_and_the_marginal_and_drops_the_velocity():
+    """`held_still` against the Schur complement of the original 4D covariance (numpy): a held
+    Gaussian's 4D covariance is block-diagonal with Sigma_xyz|t and Sigma_tt, it sits where the
+    original was at its time t_i at every time, and the others are untouched."""
+    g = random_gaussians(40, seed=5)
+    mask = torch.arange(40) % 2 == 0
+    t_hold = torch.linspace(-0.8, 0.8, 40, dtype=torch.float64)
+    held = g.held_still(mask, t_hold)
+    sigma, sigma_h = numpy_covariance(g), numpy_covariance(held)
+    for i in range(40):
+        if not mask[i]:
+            for name in ("means", "scales", "q_left", "q_right"):
+                assert torch.equal(getattr(held, name)[i], getattr(g, name)[i])
+            continue
+        s_xx, s_xt, s_tt = sigma[i, :3, :3], sigma[i, :3, 3], sigma[i, 3, 3]
+        schur = s_xx - np.outer(s_xt, s_xt) / s_tt
+        np.testing.assert_allclose(sigma_h[i, :3, :3], schur, atol=1e-10)
+        np.testing.assert_allclose(sigma_h[i, :3, 3], 0.0, atol=1e-10)
+        np.testing.assert_allclose(sigma_h[i, 3, 3], s_tt, rtol=1e-10)
+        at_t = g.means[i, :3].numpy() + s_xt / s_tt * (float(t_hold[i]) - float(g.means[i, 3]))
+        np.testing.assert_allclose(held.means[i, :3].numpy(), at_t, atol=1e-10)
+    assert held.means[:, 3].equal(g.means[:, 3]) and held.opacities.equal(g.opacities)
+    for t in (-0.5, 0.3):
+        torch.testing.assert_close(held.marginal_t(t), g.marginal_t(t))
+        sliced, before = held.slice(t), g.slice(t)
+        assert sliced.velocities[mask].abs().max() < 1e-10
+        torch.testing.assert_close(sliced.velocities[~mask], before.velocities[~mask])
+        torch.testing.assert_close(sliced.covars, before.covars)
+
+
 def test_refactoring_recovers_known_scales_and_rotations():
     """_refactor (eigendecomposition of A A^T) against Gaussians built from known scales and a known
     SO(4) rotation, for shape ratios up to 1e4 (a 1 mm Gaussian living 10 s)."""

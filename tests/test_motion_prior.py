@@ -153,6 +153,40 @@ def test_model_with_the_motion_prior_moves_only_what_moved():
     assert torch.equal(v_on[:, :4], v_off[:, :4])  # static rows far above the square
 
 
+def test_views_without_partners_are_held_still_at_inference_only():
+    """`hold_unobserved`: a camera that moved between the two views (no partner) gets no velocity
+    from the network at inference: every pixel Gaussian is slower than `hold_min_speed`, and its
+    slice at its own view's time is where and as it was; with the camera static (partners) and in
+    training, the output is exactly that of the same weights without the option."""
+    motion = {"radius": 5, "patch": 3, "min_cost": 0.005}
+    torch.manual_seed(0)
+    base = LRM4D(preset("tiny", image_size=(32, 32), patch_size=8, prior={"motion": motion})).eval()
+    hold = LRM4D(preset("tiny", image_size=(32, 32), patch_size=8, prior={"motion": {**motion, "hold_unobserved": True}})).eval()
+    hold.load_state_dict(base.state_dict())
+    with torch.no_grad():  # a network that gives every Gaussian a velocity of its own
+        base.pixel_head.bias.add_(0.3 * torch.randn(base.pixel_head.bias.shape, generator=torch.Generator().manual_seed(1)))
+        hold.pixel_head.bias.copy_(base.pixel_head.bias)
+    images, _, static, times, _, _ = _shifted_scene((3, 0))
+    moving = _cams([look_at([-3.0, 0, 0], [0, 0, 0]), look_at([-3.0, 0.6, 0], [0, 0.6, 0])])
+    n = 2 * 32 * 32
+    with torch.no_grad():
+        g_base, g_hold = (m(images, moving, times, world_scale=1.0)[0] for m in (base, hold))
+        speed = implied_velocity(g_base)[:n].norm(dim=-1)
+        assert (speed > 0.01).float().mean() > 0.5  # the network alone moves them
+        assert implied_velocity(g_hold)[:n].norm(dim=-1).max() <= 1e-3 + 1e-6
+        for view, t in enumerate(times[0].tolist()):
+            rows = slice(view * 32 * 32, (view + 1) * 32 * 32)
+            before, after = g_base.slice(t), g_hold.slice(t)
+            torch.testing.assert_close(after.means[rows], before.means[rows], atol=1e-5, rtol=0)
+            torch.testing.assert_close(after.covars[rows], before.covars[rows], atol=1e-6, rtol=1e-4)
+            torch.testing.assert_close(after.opacities[rows], before.opacities[rows], atol=1e-6, rtol=1e-5)
+        same = [m(images, static, times, world_scale=1.0)[0] for m in (base, hold)]
+        assert torch.equal(same[0].means, same[1].means) and torch.equal(same[0].q_left, same[1].q_left)
+    base.train(), hold.train()
+    trained = [m(images, moving, times, world_scale=1.0)[0] for m in (base, hold)]
+    assert torch.equal(trained[0].means, trained[1].means) and torch.equal(trained[0].q_right, trained[1].q_right)
+
+
 def test_motion_constants_round_trip_through_the_checkpoint_config():
     cfg = preset("tiny", prior={"motion": {"radius": 7, "centre_check": True}})
     back = ModelConfig.from_dict(cfg.to_dict())

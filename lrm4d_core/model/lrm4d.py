@@ -256,7 +256,8 @@ class LRM4D(nn.Module):
         if self.config.parametrization == "prior":
             background = torch.tensor(self.config.background, device=raw.pixel_raw.device)
             pixel = decode_prior(raw.pixel_raw, raw.images, raw.cameras, raw.times, raw.ray_origins, raw.ray_directions,
-                                 raw.prior_depth, background, self.config.prior, act.scale_max, raw.ground_height)
+                                 raw.prior_depth, background, self.config.prior, act.scale_max, raw.ground_height,
+                                 inference=not self.training)
         else:
             pixel = Gaussians4D.from_raw(raw.pixel_raw, raw.ray_origins, raw.ray_directions, act)
         if raw.free_raw.shape[1]:

@@ -77,6 +77,12 @@ class MotionPriorConstants:
             pixel's depth.
         centre_check: require the pixel itself (not only its patch) to change and to match at the
             best offset: background next to a mover changes its patch, not its colour.
+        hold_unobserved: at inference, hold still (`Gaussians4D.held_still`, at their view's time)
+            the Gaussians of input views with no partner on either side: their velocity is the
+            network's alone, which nothing observed (off, the default of checkpoints that predate it).
+        hold_min_speed: ... those faster than this (model units per model time; the default moves
+            a Gaussian 0.2% of the scene box's half-size over a whole window): slower ones are
+            still for every purpose, and holding costs an eigendecomposition per Gaussian.
     """
 
     radius: int = 0
@@ -91,6 +97,8 @@ class MotionPriorConstants:
     one_sided: bool = True
     partner_depth: bool = True
     centre_check: bool = True
+    hold_unobserved: bool = False
+    hold_min_speed: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.radius < 0 or self.patch < 1 or self.patch % 2 == 0 or not 0 < self.max_cost_ratio <= 1:

@@ -45,7 +45,7 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras
 from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
-from .motion_prior import MotionPriorConstants, matched_velocity, quaternion_multiply, velocity_rotation
+from .motion_prior import MotionPriorConstants, matched_velocity, partner_views, quaternion_multiply, velocity_rotation
 
 __all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "ray_ground_hit", "snap_to_ground",
            "decode_prior"]
@@ -189,6 +189,7 @@ def decode_prior(
     constants: PriorConstants,
     scale_max: float,
     ground: Tensor | None = None,
+    inference: bool = False,
 ) -> Gaussians4D:
     """Pixel-aligned Gaussians from raw head output as residuals on the prior (module docstring).
 
@@ -200,6 +201,7 @@ def decode_prior(
         scale_max: cap of the spatial scales (the SPEC activation's).
         ground: [B] height of a known ground plane in the model box (world z up; NaN or None:
             unknown), used where `constants.ground_snap` > 0.
+        inference: not training (`constants.motion.hold_unobserved` acts only then).
     """
     B, V, _, H, W = images.shape
     g_xyz, g_t, g_rgb, g_s, g_st, q_l, q_r, g_o = raw.split([3, 1, 3, 3, 1, 4, 4, 1], dim=-1)
@@ -252,7 +254,7 @@ def decode_prior(
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     prior_logit = math.log(constants.opacity / (1 - constants.opacity))
     logit = torch.where(is_background, torch.full_like(g_o[..., 0], -prior_logit), torch.full_like(g_o[..., 0], prior_logit))
-    return Gaussians4D(
+    gaussians = Gaussians4D(
         means=torch.cat([xyz, mu_t], dim=-1),
         scales=scales,
         q_left=q_l,
@@ -260,3 +262,10 @@ def decode_prior(
         opacities=torch.sigmoid(g_o[..., 0] + logit),
         colors=colors,
     )
+    if inference and constants.motion.hold_unobserved:  # no partner: a velocity nothing observed
+        partners = partner_views(cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
+        unobserved = (partners < 0).all(-1)[:, :, None].expand(per_pixel).reshape(B, V * H * W)
+        velocity = gaussians.velocities()
+        fast = (velocity * velocity).sum(-1) > constants.motion.hold_min_speed ** 2
+        gaussians = gaussians.held_still(unobserved & fast, expand(times)[..., 0])
+    return gaussians
