@@ -495,7 +495,11 @@ class Gaussians4D:
         means[idx + (slice(0, 3),)] = self.means[idx][..., :3] + velocity[idx] * dt[..., None]
         new_scales, new_ql, new_qr = self.scales.clone(), self.q_left.clone(), self.q_right.clone()
         new_scales[idx], new_ql[idx], new_qr[idx] = scales, q_left.to(dtype), q_right.to(dtype)
-        return replace(self, means=means, scales=new_scales, q_left=new_ql, q_right=new_qr)
+        held = replace(self, means=means, scales=new_scales, q_left=new_ql, q_right=new_qr)
+        still = velocity.clone()
+        still[idx] = 0.0
+        held.__dict__["_conditional"] = (sigma_tt, still, covars)  # known exactly: what slicing would recompute
+        return held
 
     # ---------------------------------------------------------------- units
     def affine(self, space_scale: float, space_offset: Tensor, time_scale: float, time_offset: float) -> Gaussians4D:

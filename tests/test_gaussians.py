@@ -328,6 +328,9 @@ def test_held_still_keeps_the_slice_at_its_time_and_the_marginal_and_drops_the_v
         at_t = g.means[i, :3].numpy() + s_xt / s_tt * (float(t_hold[i]) - float(g.means[i, 3]))
         np.testing.assert_allclose(held.means[i, :3].numpy(), at_t, atol=1e-10)
     assert held.means[:, 3].equal(g.means[:, 3]) and held.opacities.equal(g.opacities)
+    recomputed = Gaussians4D(held.means, held.scales, held.q_left, held.q_right, held.opacities, held.colors)
+    for cached, fresh in zip(held._conditional, recomputed._conditional):  # what held_still hands on
+        torch.testing.assert_close(cached, fresh, atol=1e-10, rtol=1e-9)
     for t in (-0.5, 0.3):
         torch.testing.assert_close(held.marginal_t(t), g.marginal_t(t))
         sliced, before = held.slice(t), g.slice(t)
