@@ -339,6 +339,40 @@ def test_held_still_keeps_the_slice_at_its_time_and_the_marginal_and_drops_the_v
         torch.testing.assert_close(sliced.covars, before.covars)
 
 
+def test_symmetric_eigh_3x3_against_numpy_including_repeated_and_graded_eigenvalues():
+    from lrm4d_core.gaussians import symmetric_eigh_3x3
+
+    gen = np.random.default_rng(4)
+    rots = np.linalg.qr(gen.normal(size=(300, 3, 3)))[0]
+    values = np.exp(gen.uniform(-14, 2, size=(300, 3)))  # squared scales from 1 mm to 3 m: graded
+    values[:40] = 2.5e-3  # round Gaussians: one eigenvalue three times
+    values[40:80, 1] = values[40:80, 0]  # two equal
+    sym = rots @ (values[:, :, None] * np.swapaxes(rots, 1, 2))
+    sym = np.concatenate([sym, np.zeros((1, 3, 3))])  # and a zero matrix
+    evals, evecs = symmetric_eigh_3x3(torch.tensor(sym).reshape(301, 1, 3, 3))
+    evals, evecs = evals.reshape(301, 3).numpy(), evecs.reshape(301, 3, 3).numpy()
+    np.testing.assert_allclose(np.sort(evals, -1), np.linalg.eigvalsh(sym), rtol=1e-9, atol=1e-18)
+    np.testing.assert_allclose(evecs @ (evals[:, :, None] * np.swapaxes(evecs, 1, 2)), sym, atol=1e-15)
+    np.testing.assert_allclose(np.swapaxes(evecs, 1, 2) @ evecs, np.broadcast_to(np.eye(3), (301, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(evecs), 1.0, atol=1e-12)
+    with pytest.raises(ValueError):
+        symmetric_eigh_3x3(torch.zeros(2, 4, 4))
+
+
+def test_change_of_units_keeps_rotations_that_do_not_mix_space_and_time():
+    """`affine` on a set half held still (rotations that leave the time axis alone): every 4D
+    covariance becomes D Sigma D (numpy), and the held ones keep their quaternions exactly."""
+    g = random_gaussians(30, seed=9, dtype=torch.float32)
+    mask = torch.arange(30) < 15
+    held = g.held_still(mask, torch.zeros(30))
+    moved = held.affine(4.0, torch.tensor([1.0, -2.0, 0.5]), 0.25, 3.0)
+    d = np.diag([4.0, 4.0, 4.0, 0.25])
+    np.testing.assert_allclose(numpy_covariance(moved.to(dtype=torch.float64)), d @ numpy_covariance(held.to(dtype=torch.float64)) @ d, rtol=1e-4, atol=1e-6)
+    assert torch.equal(moved.q_left[mask], held.q_left[mask]) and torch.equal(moved.q_right[mask], held.q_right[mask])
+    torch.testing.assert_close(moved.scales[mask], held.scales[mask] * torch.tensor([4.0, 4.0, 4.0, 0.25]))
+    assert not torch.equal(moved.q_left[~mask], held.q_left[~mask])  # the mixed ones are re-factored
+
+
 def test_refactoring_recovers_known_scales_and_rotations():
     """_refactor (eigendecomposition of A A^T) against Gaussians built from known scales and a known
     SO(4) rotation, for shape ratios up to 1e4 (a 1 mm Gaussian living 10 s)."""
