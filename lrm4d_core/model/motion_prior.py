@@ -79,10 +79,9 @@ class MotionPriorConstants:
             best offset: background next to a mover changes its patch, not its colour.
         hold_unobserved: at inference, hold still (`Gaussians4D.held_still`, at their view's time)
             the Gaussians of input views with no partner on either side: their velocity is the
-            network's alone, which nothing observed (off, the default of checkpoints that predate it).
-        hold_min_speed: ... those faster than this (model units per model time; the default moves
-            a Gaussian 0.2% of the scene box's half-size over a whole window): slower ones are
-            still for every purpose, and holding costs an eigendecomposition per Gaussian.
+            network's alone, which nothing observed (off, the default of checkpoints that predate
+            it). All of them, however slow: a model unit per model time has no fixed meaning in
+            m/s (a window's first half-second is a short model time unit).
     """
 
     radius: int = 0
@@ -98,7 +97,6 @@ class MotionPriorConstants:
     partner_depth: bool = True
     centre_check: bool = True
     hold_unobserved: bool = False
-    hold_min_speed: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.radius < 0 or self.patch < 1 or self.patch % 2 == 0 or not 0 < self.max_cost_ratio <= 1:

@@ -265,7 +265,5 @@ def decode_prior(
     if inference and constants.motion.hold_unobserved:  # no partner: a velocity nothing observed
         partners = partner_views(cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
         unobserved = (partners < 0).all(-1)[:, :, None].expand(per_pixel).reshape(B, V * H * W)
-        velocity = gaussians.velocities()
-        fast = (velocity * velocity).sum(-1) > constants.motion.hold_min_speed ** 2
-        gaussians = gaussians.held_still(unobserved & fast, expand(times)[..., 0])
+        gaussians = gaussians.held_still(unobserved, expand(times)[..., 0])
     return gaussians
