@@ -144,8 +144,8 @@ def symmetric_eigh_3x3(sym: Tensor, max_sweeps: int = 10, tol: float = 1e-14) ->
     the batch.
 
     Why not `torch.linalg.eigh`: on a CPU it calls LAPACK once per 3x3 matrix, and at the tens of
-    thousands of Gaussians of a window that per-call overhead is the cost (about 4x this: 110 ms
-    against 29 ms for 49k float64 matrices, one thread). Jacobi keeps small eigenvalues of thin
+    thousands of Gaussians of a window that per-call overhead is the cost (about 3x this one's:
+    `python bench/refactor.py`, docs/bench/refactor_cpu.json). Jacobi keeps small eigenvalues of thin
     Gaussians to relative precision, handles repeated ones (round Gaussians) without special
     cases, and its rotations compose to a proper rotation. Sweeps stop when every off-diagonal
     a_pq is below `tol` sqrt(|a_pp a_qq|) (quadratic convergence: 3-5 sweeps in float64).
@@ -446,10 +446,6 @@ class Gaussians4D:
         a = self.factor()
         return a @ a.transpose(-1, -2)
 
-    def velocities(self) -> Tensor:
-        """[..., N, 3] implied velocity Sigma_xyz,t / Sigma_tt (what slicing moves them by; cached)."""
-        return self._conditional[1]
-
     def marginal_t(self, t: float | Tensor) -> Tensor:
         """[..., N] unnormalized temporal marginal p(t) = exp(-0.5 (t - mu_t)^2 / Sigma_tt) (Sigma_tt
         from what slicing caches: the marginal at many times costs no 4D rotations)."""
@@ -569,14 +565,14 @@ class Gaussians4D:
         if math.isclose(space_scale, time_scale, rel_tol=1e-12):
             return replace(self, means=means, scales=self.scales * abs(space_scale))
         rot = self.rotation()
+        a = rot * self.scales[..., None, :]  # the factor R S (`factor`), from the rotation needed here
         # a rotation that leaves the time axis alone (held-still Gaussians, `held_still`) commutes
         # with D: D R S = R (D S), the scales change and the rotation stays; the rest is re-factored
         apart = torch.maximum(rot[..., :3, 3].abs().amax(-1), rot[..., 3, :3].abs().amax(-1)) <= _SEPARABLE_TOL
         scales, q_left, q_right = self.scales * gain.abs(), self.q_left, self.q_right
         mixed = (~apart).nonzero(as_tuple=True)
         if len(mixed[0]):
-            factor = (rot[mixed] * self.scales[mixed][..., None, :]).double() * gain.double()[:, None]
-            s_mixed, ql_mixed, qr_mixed = _refactor(factor, dtype)
+            s_mixed, ql_mixed, qr_mixed = _refactor(a[mixed].double() * gain.double()[:, None], dtype)
             scales, q_left, q_right = scales.clone(), q_left.clone(), q_right.clone()
             scales[mixed], q_left[mixed], q_right[mixed] = s_mixed, ql_mixed, qr_mixed
         return replace(self, means=means, scales=scales, q_left=q_left, q_right=q_right)
