@@ -46,6 +46,7 @@ from lrm4d_core.cameras import Cameras
 from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
 from .motion_prior import MotionPriorConstants, matched_velocity, partner_views, quaternion_multiply, velocity_rotation
+from .view_align import ViewAlignConstants, view_scales
 
 __all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "ray_ground_hit", "snap_to_ground",
            "decode_prior"]
@@ -71,6 +72,8 @@ class PriorConstants:
         ground_snap: relative depth tolerance within which a pixel's Gaussian is put on a known
             ground plane (0, the default of checkpoints that predate it, turns it off; it acts
             only where the caller gives the ground's height).
+        align: the silhouette alignment of each view's depth scale, at inference
+            (`model.view_align`; search 0, the default of checkpoints that predate it, turns it off).
     """
 
     footprint_scale: float = 0.7
@@ -85,10 +88,13 @@ class PriorConstants:
     depth_residual_max: float = 4.0
     motion: MotionPriorConstants = field(default_factory=MotionPriorConstants)
     ground_snap: float = 0.0
+    align: ViewAlignConstants = field(default_factory=ViewAlignConstants)
 
     def __post_init__(self) -> None:
         if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
             object.__setattr__(self, "motion", MotionPriorConstants(**self.motion))
+        if isinstance(self.align, dict):
+            object.__setattr__(self, "align", ViewAlignConstants(**self.align))
         positive = min(self.footprint_scale, self.time_width, self.dome_radius) > 0
         if not 0 < self.near < self.far or not 0 < self.opacity < 1 or not positive or not 0 <= self.ground_snap < 1:
             raise ValueError(f"invalid prior constants {self}")
@@ -215,6 +221,12 @@ def decode_prior(
 
     log_residual = g_xyz[..., :1].clamp(-constants.depth_residual_max, constants.depth_residual_max)
     depth = (prior.reshape(B, V * H * W, 1) * torch.exp(log_residual)).clamp(constants.near, constants.far)
+    pixels = images.permute(0, 1, 3, 4, 2).reshape(B, V * H * W, 3)
+    is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
+    if inference and constants.align.search > 0:  # one depth factor per view, from the silhouettes
+        log_k = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
+                            times, input_time_gap(times), constants.align, active=inward_mask(cameras, B))
+        depth = (depth * torch.exp(expand(log_k))).clamp(constants.near, constants.far)
     cam_x = c2w[:, :, None, :3, 0].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
     cam_y = c2w[:, :, None, :3, 1].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
 
@@ -237,7 +249,6 @@ def decode_prior(
 
     gap = input_time_gap(times)[:, None].expand(B, V)
     mu_t = expand(times) + expand(gap) * g_t
-    pixels = images.permute(0, 1, 3, 4, 2).reshape(B, V * H * W, 3)
     colors = (pixels + SH_C0 * g_rgb).clamp_min(0.0)
     scales = torch.cat(
         [
@@ -251,7 +262,6 @@ def decode_prior(
         v_l, v_r, scale_t = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
         q_l, q_r = quaternion_multiply(v_l, q_l), quaternion_multiply(q_r, v_r)  # R_v R: L(v_l q_l) R(q_r v_r)
         scales = torch.cat([scales[..., :3], scale_t[..., None]], dim=-1)  # seen as long as before
-    is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     prior_logit = math.log(constants.opacity / (1 - constants.opacity))
     logit = torch.where(is_background, torch.full_like(g_o[..., 0], -prior_logit), torch.full_like(g_o[..., 0], prior_logit))
     gaussians = Gaussians4D(

@@ -1,0 +1,155 @@
+"""The silhouette alignment of each view's depth scale (`model.view_align`), against an analytic
+reference: a sphere in front of a plain background, its silhouettes and depths from numpy
+ray-sphere intersection, and views whose depths are scaled by known factors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrm4d_core.cameras import Cameras, pixel_rays
+from lrm4d_core.data.rigs import look_at
+from lrm4d_core.model.view_align import ViewAlignConstants, view_scales
+
+RADIUS, SIZE = 0.5, 48
+
+
+def _ring(n: int, distance: float = 3.0) -> Cameras:
+    poses = [look_at((distance * math.cos(a), distance * math.sin(a), 0.6), (0.0, 0.0, 0.0))
+             for a in np.linspace(0, 2 * math.pi, n, endpoint=False)]
+    f = 40.0
+    K = np.tile(np.array([[f, 0, SIZE / 2], [0, f, SIZE / 2], [0, 0, 1.0]]), (n, 1, 1))
+    return Cameras(torch.tensor(K), torch.tensor(np.stack(poses)), SIZE, SIZE)
+
+
+def _sphere(cams: Cameras) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """Foreground [V, H, W] and depth along the rays [V, H, W] (inf off the sphere) by numpy
+    ray-sphere intersection; the rays [V, H*W, 3] as the model gets them."""
+    origins, dirs = pixel_rays(cams)
+    o, d = origins.numpy(), dirs.numpy()
+    b = (o * d).sum(-1)
+    c = (o * o).sum(-1) - RADIUS**2
+    disc = b * b - c
+    hit = disc > 0
+    depth = np.where(hit, -b - np.sqrt(np.where(hit, disc, 0.0)), np.inf)
+    V = len(cams)
+    return hit, depth, origins.reshape(V, -1, 3), dirs.reshape(V, -1, 3)
+
+
+def _scales(cams, depth, fg, o, d, times, constants):
+    V = len(cams)
+    filled = np.where(np.isfinite(depth), depth, 3.0)  # background pixels: any depth (not used)
+    return view_scales(torch.tensor(filled.reshape(1, V * SIZE * SIZE, 1)), torch.tensor(fg)[None], o.reshape(1, -1, 3),
+                       d.reshape(1, -1, 3), cams, times, torch.tensor([1.0 / (V - 1)], dtype=torch.float64), constants)[0]
+
+
+def test_a_view_whose_depths_are_off_by_a_factor_gets_that_factor_back():
+    """Views 0 and 3 decoded 15% too far and 10% too near: the silhouettes of the others give
+    log-scales within 0.03 of -log(1.15) and -log(0.9), and the exact views stay within 0.03 of 0
+    (the silhouettes are pixel-sampled and grown by one pixel: about one pixel's parallax)."""
+    cams = _ring(6)
+    fg, depth, o, d = _sphere(cams)
+    off = np.array([1.15, 1.0, 1.0, 0.9, 1.0, 1.0])
+    wrong = depth * off[:, None, None]
+    times = torch.linspace(-1, 1, 6, dtype=torch.float64)[None]
+    constants = ViewAlignConstants(search=0.3, steps=61, max_gap=10.0, dilate=1)
+    got = _scales(cams, wrong, fg, o, d, times, constants).numpy()
+    np.testing.assert_allclose(got, -np.log(off), atol=0.03)
+
+
+def test_partners_are_limited_to_nearby_times_and_other_cameras():
+    """With max_gap 0 no view has a partner at another time: nothing moves. A view whose only
+    nearby input is the same camera (a static camera twice), or only the opposite camera, is left
+    alone too."""
+    cams = _ring(6)
+    fg, depth, o, d = _sphere(cams)
+    wrong = depth * 1.2
+    times = torch.linspace(-1, 1, 6, dtype=torch.float64)[None]
+    assert _scales(cams, wrong, fg, o, d, times, ViewAlignConstants(search=0.3, max_gap=0.0)).abs().max() == 0
+    same = Cameras(cams.K[[0, 0]], cams.cam_to_world[[0, 0]], SIZE, SIZE)
+    fg2, depth2, o2, d2 = _sphere(same)
+    t2 = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    assert _scales(same, depth2 * 1.2, fg2, o2, d2, t2, ViewAlignConstants(search=0.3, max_gap=10.0)).abs().max() == 0
+    level = [look_at((3.0, 0.0, 0.0), (0.0, 0.0, 0.0)), look_at((-3.0, 0.0, 0.0), (0.0, 0.0, 0.0))]
+    opposite = Cameras(cams.K[:2], torch.tensor(np.stack(level)), SIZE, SIZE)  # facing each other
+    fg3, depth3, o3, d3 = _sphere(opposite)
+    assert _scales(opposite, depth3 * 1.2, fg3, o3, d3, t2, ViewAlignConstants(search=0.3, max_gap=10.0)).abs().max() == 0
+
+
+def test_no_silhouette_no_change():
+    """Without a background (every pixel foreground, an open or textured scene), with the search
+    off, or where the partners' silhouettes cannot hold the points (score below min_score), the
+    scales are 0."""
+    cams = _ring(4)
+    fg, depth, o, d = _sphere(cams)
+    times = torch.linspace(-1, 1, 4, dtype=torch.float64)[None]
+    everything = np.ones_like(fg)
+    assert _scales(cams, depth * 1.2, everything, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0)).abs().max() == 0
+    assert _scales(cams, depth * 1.2, fg, o, d, times, ViewAlignConstants(search=0.0)).abs().max() == 0
+    # partners' silhouettes elsewhere (a sphere moved far away in the others): nothing fits
+    shifted = fg.copy()
+    shifted[1:] = np.roll(fg[1:], SIZE // 2, axis=-1)
+    got = _scales(cams, depth, shifted, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0, min_score=0.9))
+    assert got[0] == 0
+
+
+@pytest.mark.parametrize("bad", [dict(search=-0.1), dict(steps=4), dict(steps=1), dict(max_gap=-1.0), dict(dilate=-1),
+                                 dict(min_background=1.0), dict(min_score=1.5)])
+def test_invalid_constants_are_refused(bad):
+    with pytest.raises(ValueError):
+        ViewAlignConstants(**bad)
+
+
+def test_the_model_scales_whole_views_at_inference_only():
+    """Through `LRM4D` with a head that outputs zeros (every Gaussian at the prior's depth: the
+    plane through the scene centre, behind the sphere's visible surface): at inference with the
+    alignment on, each view's Gaussians stay on their pixels' rays and move by one factor per view,
+    towards the cameras (the silhouettes put the sphere in front of the plane); in training, or
+    with the alignment off, the output is exactly that of the same weights without it."""
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+
+    cams = _ring(4)
+    fg, depth, _, _ = _sphere(cams)
+    images = torch.where(torch.tensor(fg)[:, None], torch.tensor([0.2, 0.4, 0.3])[:, None, None], torch.ones(3, 1, 1))
+    images = images[None].float()
+    times = torch.linspace(-1, 1, 4)[None]
+    torch.manual_seed(0)
+    off = LRM4D(preset("tiny", image_size=(SIZE, SIZE), patch_size=8)).eval()
+    on = LRM4D(preset("tiny", image_size=(SIZE, SIZE), patch_size=8, prior={"align": {"search": 0.3, "max_gap": 10.0}})).eval()
+    with torch.no_grad():
+        off.pixel_head.weight.zero_(), off.pixel_head.bias.zero_()
+    on.load_state_dict(off.state_dict())
+    cams32 = cams.to(dtype=torch.float32)
+    n = SIZE * SIZE
+    with torch.no_grad():
+        g_off, g_on = (m(images, cams32, times, world_scale=1.0)[0] for m in (off, on))
+    centres = cams32.cam_to_world[:, :3, 3]
+    factors = []
+    for v in range(4):
+        rows = slice(v * n, (v + 1) * n)
+        a, b = g_off.means[rows, :3] - centres[v], g_on.means[rows, :3] - centres[v]
+        ratio = b.norm(dim=-1) / a.norm(dim=-1)
+        torch.testing.assert_close(torch.linalg.cross(a, b, dim=-1).norm(dim=-1) / (a.norm(dim=-1) * b.norm(dim=-1)),
+                                   torch.zeros(n), atol=1e-5, rtol=0)  # on the same rays
+        assert float(ratio.max() - ratio.min()) < 1e-5  # one factor per view
+        factors.append(float(ratio.mean()))
+    assert max(factors) < 0.97 and min(factors) > math.exp(-0.3) - 1e-6, factors
+    on.train(), off.train()
+    with torch.no_grad():
+        trained = [m(images, cams32, times, world_scale=1.0)[0] for m in (off, on)]
+    assert torch.equal(trained[0].means, trained[1].means)
+
+
+def test_align_constants_round_trip_through_the_checkpoint_config():
+    from lrm4d_core.model.config import ModelConfig, preset
+
+    cfg = preset("tiny", prior={"align": {"search": 0.25, "min_angle": 30.0}})
+    back = ModelConfig.from_dict(cfg.to_dict())
+    assert back.prior.align == ViewAlignConstants(search=0.25, min_angle=30.0)
+    legacy = cfg.to_dict()
+    del legacy["prior"]["align"]  # checkpoints written before the alignment existed
+    assert ModelConfig.from_dict(legacy).prior.align.search == 0
