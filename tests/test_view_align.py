@@ -39,11 +39,19 @@ def _sphere(cams: Cameras) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.
     return hit, depth, origins.reshape(V, -1, 3), dirs.reshape(V, -1, 3)
 
 
-def _scales(cams, depth, fg, o, d, times, constants):
+def _pixel_scales(cams, depth, fg, o, d, times, constants):
+    """[V, H*W] log-scale per pixel."""
     V = len(cams)
     filled = np.where(np.isfinite(depth), depth, 3.0)  # background pixels: any depth (not used)
     return view_scales(torch.tensor(filled.reshape(1, V * SIZE * SIZE, 1)), torch.tensor(fg)[None], o.reshape(1, -1, 3),
                        d.reshape(1, -1, 3), cams, times, torch.tensor([1.0 / (V - 1)], dtype=torch.float64), constants)[0]
+
+
+def _scales(cams, depth, fg, o, d, times, constants):
+    """[V] log-scale per view (without carving every pixel of a view has its view's)."""
+    out = _pixel_scales(cams, depth, fg, o, d, times, constants)
+    assert constants.carve == 0 and torch.equal(out.amax(-1), out.amin(-1))
+    return out[:, 0]
 
 
 def test_a_view_whose_depths_are_off_by_a_factor_gets_that_factor_back():
@@ -58,6 +66,56 @@ def test_a_view_whose_depths_are_off_by_a_factor_gets_that_factor_back():
     constants = ViewAlignConstants(search=0.3, steps=61, max_gap=10.0, dilate=1)
     got = _scales(cams, wrong, fg, o, d, times, constants).numpy()
     np.testing.assert_allclose(got, -np.log(off), atol=0.03)
+
+
+def _cone_miss(points: np.ndarray, cams: Cameras) -> np.ndarray:
+    """[N, C] how far (world units, at the sphere) each point's line of sight from each camera
+    passes outside the sphere: <= 0 where the point projects onto the sphere's silhouette;
+    +inf where it projects outside the camera's image."""
+    centres = cams.cam_to_world[:, :3, 3].numpy()
+    u = points[:, None] - centres[None]
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    closest = centres[None] - (centres[None] * u).sum(-1, keepdims=True) * u  # the sphere centre's foot on the line
+    miss = np.linalg.norm(closest, axis=-1) - RADIUS
+    w2c = np.linalg.inv(cams.cam_to_world.numpy())
+    cam = np.einsum("cij,nj->nci", w2c[:, :3, :3], points) + w2c[None, :, :3, 3]
+    uv = np.einsum("cij,ncj->nci", cams.K.numpy(), cam)
+    uv = uv[..., :2] / cam[..., 2:3]
+    seen = (cam[..., 2] > 0) & (uv >= 0).all(-1) & (uv < SIZE).all(-1)
+    return np.where(seen, miss, np.inf)
+
+
+def test_carving_moves_only_the_pixels_outside_the_silhouettes_into_them():
+    """View 0 exact except a band of its sphere pixels decoded 60% too far (behind the sphere).
+    With `carve`, the band pixels whose point was clearly outside another camera's silhouette
+    (its line of sight passes the sphere, by the analytic cone test) move along their rays to a
+    point inside every silhouette (up to the one-pixel growth and the pixel grid), all but those
+    that no scale within `carve` brings inside; the other pixels keep the view's scale (about 0);
+    without `carve` every pixel keeps the view's scale."""
+    cams = _ring(6)
+    fg, depth, o, d = _sphere(cams)
+    band = np.zeros_like(fg)
+    band[0, SIZE // 2 - 2: SIZE // 2 + 2] = fg[0, SIZE // 2 - 2: SIZE // 2 + 2]
+    wrong = depth.copy()
+    wrong[band] *= 1.6
+    times = torch.linspace(-1, 1, 6, dtype=torch.float64)[None]
+    carved = _pixel_scales(cams, wrong, fg, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0, carve=0.3))[0]
+    carved = carved.numpy().reshape(SIZE, SIZE)
+    o0, d0 = o[0].numpy().reshape(SIZE, SIZE, 3), d[0].numpy().reshape(SIZE, SIZE, 3)
+    others = Cameras(cams.K[1:], cams.cam_to_world[1:], SIZE, SIZE)
+    b0 = band[0]
+    before = o0[b0] + wrong[0][b0][:, None] * d0[b0]
+    after = o0[b0] + (wrong[0][b0] * np.exp(carved[b0]))[:, None] * d0[b0]
+    pixel = 3.0 / 40.0  # one pixel at the sphere
+    outside = (_cone_miss(before, others) > 2 * pixel).any(-1)
+    view = float(np.median(carved[fg[0] & ~b0]))
+    moved = outside & (np.abs(carved[b0] - view) > 0.05)
+    assert outside.sum() >= 10 and moved.sum() >= 0.8 * outside.sum()  # the rest cannot get inside within `carve`
+    assert (_cone_miss(after[moved], others) <= 2.5 * pixel).all()  # one pixel of growth, one of the pixel grid
+    rest = fg[0] & ~b0
+    assert np.abs(carved[rest]).max() <= 0.03
+    plain = _pixel_scales(cams, wrong, fg, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0))[0]
+    assert torch.equal(plain.amax(), plain.amin()) and abs(float(plain[0])) <= 0.03
 
 
 def test_partners_are_limited_to_nearby_times_and_other_cameras():
@@ -97,7 +155,8 @@ def test_no_silhouette_no_change():
 
 
 @pytest.mark.parametrize("bad", [dict(search=-0.1), dict(steps=4), dict(steps=1), dict(max_gap=-1.0), dict(dilate=-1),
-                                 dict(min_background=1.0), dict(min_score=1.5)])
+                                 dict(min_background=1.0), dict(min_score=1.5),
+                                 dict(carve=-0.1), dict(min_angle=95.0)])
 def test_invalid_constants_are_refused(bad):
     with pytest.raises(ValueError):
         ViewAlignConstants(**bad)

@@ -226,7 +226,7 @@ def decode_prior(
     if inference and constants.align.search > 0:  # one depth factor per view, from the silhouettes
         log_k = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
                             times, input_time_gap(times), constants.align, active=inward_mask(cameras, B))
-        depth = (depth * torch.exp(expand(log_k))).clamp(constants.near, constants.far)
+        depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     cam_x = c2w[:, :, None, :3, 0].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
     cam_y = c2w[:, :, None, :3, 1].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
 

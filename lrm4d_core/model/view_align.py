@@ -1,5 +1,5 @@
-"""A no-learning correction of each input view's depth scale: its foreground must land inside
-the other views' silhouettes.
+"""A no-learning correction of each input view's depths: its foreground must land inside the
+other views' silhouettes (one factor per view, then each pixel carved into the silhouettes' hull).
 
 Why: on object scenes (a subject in front of a plain background) the network places each input
 view's pixels at a depth that is off by a factor that is nearly the same for the whole view and
@@ -26,17 +26,24 @@ For each input view a of a window (`view_scales`):
 3. for `steps` log-scales s in [-search, +search], each foreground pixel's point at
    exp(s) * depth along its ray is projected into every partner; the score of s is the mean,
    over partners, of the fraction of these points that land on the partner's foreground
-   (dilated by `dilate` pixels, for the motion between the times and the pixel grid) or outside
-   its image (a camera cannot refute what it does not see, as in visual-hull carving);
+   (dilated by `dilate` pixels, for the motion between the times and the pixel grid); a point
+   outside the partner's image counts as off it (the subject is in view of cameras around it; were
+   unseen points counted as consistent, as visual-hull carving does, pushing points out of the
+   partners' views would raise the score);
 4. s is the smallest scale with the best score, kept only if that score is at least `min_score`
    (else 0: the silhouettes disagree, e.g. the subject moved too much). Why the smallest: points
    pushed behind the visible surface stay inside the subject, hence inside every silhouette, up
    to its far side; pulled in front of it they leave the silhouettes at once. The best score's
    near end is where the rays enter the silhouettes' hull, the visible surface where the hull is
    tight (a score plateau's centre would sit inside the subject).
+5. with `carve` > 0, each foreground pixel whose point at the view's scale falls outside a
+   partner's silhouette moves along its ray to the nearest scale, within `carve` of the view's,
+   at which it falls inside all of them (the nearer one on a tie): the silhouettes' hull holds
+   every surface point, so a point outside it is wrong wherever it is.
 
-What it cannot do: correct depth errors that vary within a view (only one factor per view),
-align anything without a plain background, or align a single moving camera (its nearby inputs
+What it cannot do: correct a pixel that is wrong but inside the hull (behind the visible
+surface, within the subject; loose hulls of few partners hold much), align anything without a
+plain background, or align a single moving camera (its nearby inputs
 are near-parallel: the SPEC §4 random-orbit protocol stays as it was). `decode_prior` applies the
 factors to the decoded depth at inference only (the network was trained without them) and only
 on inward rigs (`prior.inward_mask`: cameras around a scene, looking in), before the motion prior
@@ -71,6 +78,8 @@ class ViewAlignConstants:
         dilate: pixels by which the partners' foreground is grown.
         min_background: share of background pixels a view and a partner need.
         min_score: the best score below which a view keeps its depths.
+        carve: 0, or how far (in log-scale) a foreground pixel may move from its view's scale
+            to lie inside every partner's silhouette (step 5).
     """
 
     search: float = 0.0
@@ -80,11 +89,12 @@ class ViewAlignConstants:
     dilate: int = 1
     min_background: float = 0.25
     min_score: float = 0.5
+    carve: float = 0.0
 
     def __post_init__(self) -> None:
         if self.search < 0 or self.steps < 3 or self.steps % 2 == 0 or self.max_gap < 0 or self.dilate < 0 \
                 or not 0 <= self.min_angle <= 90 \
-                or not 0 <= self.min_background < 1 or not 0 <= self.min_score <= 1:
+                or not 0 <= self.min_background < 1 or not 0 <= self.min_score <= 1 or self.carve < 0:
             raise ValueError(f"invalid view alignment constants {self}")
 
 
@@ -107,7 +117,8 @@ def view_scales(
     constants: ViewAlignConstants,
     active: Tensor | None = None,
 ) -> Tensor:
-    """[B, V] log-scale of each view's depths (0 where it is left alone; module docstring).
+    """[B, V, H*W] log-scale of each pixel's depth: its view's (0 where the view is left alone;
+    module docstring), and with `carve` the foreground pixels' own (step 5).
 
     Args:
         depth: [B, V*H*W, 1] decoded depth along the rays; ray_origins, ray_directions: [B, V*H*W, 3].
@@ -116,7 +127,7 @@ def view_scales(
         active: [B] bool, the elements to align (None: all).
     """
     B, V, H, W = foreground.shape
-    out = torch.zeros(B, V, dtype=depth.dtype, device=depth.device)
+    out = torch.zeros(B, V, H * W, dtype=depth.dtype, device=depth.device)
     if constants.search <= 0:
         return out
     k = (2 * constants.dilate + 1)
@@ -148,15 +159,24 @@ def view_scales(
             partners = torch.nonzero(usable).flatten().tolist()
             points = o[b, a][fg] + (gain * d[b, a][fg][:, None]) * r[b, a][fg]  # [S, N, 3]
             score = torch.zeros_like(log_s)
+            within = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)  # [S, N] in every partner
             for j in partners:
                 uv, z = _pixels_of(points, K[b, j], w2c[b, j])
                 iu, iv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
                 inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
-                hit = grown[b, j][iv.clamp(0, H - 1), iu.clamp(0, W - 1)] | ~inside  # unseen: not refuted
+                hit = grown[b, j][iv.clamp(0, H - 1), iu.clamp(0, W - 1)] & inside
                 score += hit.to(score).mean(-1)
+                within &= hit
             score /= len(partners)
             best = score.max()
             if best < constants.min_score:
                 continue
-            out[b, a] = log_s[score >= best - 1e-9].min()
+            view = log_s[score >= best - 1e-9].min()
+            out[b, a] = view
+            if constants.carve > 0:  # each pixel to the nearest scale inside every silhouette, if any
+                away = (log_s - view).abs()[:, None].expand_as(within)
+                allowed = within & (away <= constants.carve + 1e-9)
+                key = torch.where(allowed, away + 1e-6 * log_s[:, None], torch.full_like(away, math.inf))
+                pick = key.argmin(0)
+                out[b, a, fg] = torch.where(allowed.any(0), log_s[pick], view)
     return out
