@@ -4,7 +4,7 @@ other views' silhouettes (one factor per view, then each pixel carved into the s
 Why: on object scenes (a subject in front of a plain background) the network places each input
 view's pixels at a depth that is off by a factor that is nearly the same for the whole view and
 the same camera from one time to the next (`docs/default_model.md`, "View alignment": the median
-log-depth error per view is +-0.07 to 0.13, as large as its spread within the view). Each view then
+log-depth error of a view is -0.08 to +0.13, as large as its spread within the view). Each view then
 puts the subject at a slightly different place, and a held-out view sees several ghosts of it.
 The silhouettes of the other inputs fix that factor without any learning: scaling a view's depths
 by k about its camera centre leaves its own image unchanged and moves its points along the other
@@ -98,11 +98,12 @@ class ViewAlignConstants:
             raise ValueError(f"invalid view alignment constants {self}")
 
 
-def _pixels_of(uvz: Tensor, K: Tensor, w2c: Tensor) -> tuple[Tensor, Tensor]:
-    """World points [S, N, 3] -> pixel coordinates [S, N, 2] (centres at +0.5) and z [S, N] in one camera."""
-    cam = uvz @ w2c[:3, :3].T + w2c[:3, 3]
+def _pixels_of(points: Tensor, K: Tensor, w2c: Tensor) -> tuple[Tensor, Tensor]:
+    """World points [S, N, 3] -> pixel coordinates [P, S, N, 2] (centres at +0.5) and z [P, S, N]
+    in each of P cameras (K [P, 3, 3], w2c [P, 4, 4])."""
+    cam = torch.einsum("pij,snj->psni", w2c[:, :3, :3], points) + w2c[:, None, None, :3, 3]
     z = cam[..., 2]
-    uvw = cam @ K.T
+    uvw = torch.einsum("pij,psnj->psni", K, cam)
     return uvw[..., :2] / z.clamp_min(1e-9)[..., None], z
 
 
@@ -130,8 +131,8 @@ def view_scales(
     out = torch.zeros(B, V, H * W, dtype=depth.dtype, device=depth.device)
     if constants.search <= 0:
         return out
-    k = (2 * constants.dilate + 1)
-    grown = F.max_pool2d(foreground.reshape(B * V, 1, H, W).float(), k, 1, constants.dilate).reshape(B, V, H, W) > 0
+    window = 2 * constants.dilate + 1
+    grown = F.max_pool2d(foreground.reshape(B * V, 1, H, W).float(), window, 1, constants.dilate).reshape(B, V, H, W) > 0
     background_share = 1.0 - foreground.reshape(B, V, -1).float().mean(-1)
     log_s = torch.linspace(-constants.search, constants.search, constants.steps, dtype=depth.dtype, device=depth.device)
     gain = torch.exp(log_s)[:, None, None]  # [S, 1, 1]
@@ -156,18 +157,14 @@ def view_scales(
             usable = near & (cos_axes <= cos_min) & (background_share[b] >= constants.min_background)
             if not bool((usable & (cos_axes >= -cos_min)).any()):  # no crossing partner
                 continue
-            partners = torch.nonzero(usable).flatten().tolist()
+            partners = torch.nonzero(usable).flatten()
             points = o[b, a][fg] + (gain * d[b, a][fg][:, None]) * r[b, a][fg]  # [S, N, 3]
-            score = torch.zeros_like(log_s)
-            within = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)  # [S, N] in every partner
-            for j in partners:
-                uv, z = _pixels_of(points, K[b, j], w2c[b, j])
-                iu, iv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
-                inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
-                hit = grown[b, j][iv.clamp(0, H - 1), iu.clamp(0, W - 1)] & inside
-                score += hit.to(score).mean(-1)
-                within &= hit
-            score /= len(partners)
+            uv, z = _pixels_of(points, K[b, partners], w2c[b, partners])  # [P, S, N, 2], [P, S, N]
+            iu, iv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
+            inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
+            hit = grown[b, partners[:, None, None], iv.clamp(0, H - 1), iu.clamp(0, W - 1)] & inside
+            score = hit.to(log_s).mean(-1).mean(0)  # [S]
+            within = hit.all(0)  # [S, N]: inside every partner's silhouette
             best = score.max()
             if best < constants.min_score:
                 continue
