@@ -7,6 +7,9 @@ Gaussian starts as the heuristic reference of the evaluation would place it, and
 predicts corrections:
 
     depth     = prior_depth * exp(g_xyz[0])                  (clamped to [near, far] of `PriorConstants`)
+    align     = at inference on inward rigs with `constants.align` on, the depth above times a factor
+                per view (and per pixel where carved) that fits it to the other inputs'
+                silhouettes (`model.view_align`), before anything below uses it
     centre    = ray_o + depth * ray_d + footprint * (g_xyz[1] * cam_x + g_xyz[2] * cam_y)
     mu_t      = t_view + gap * g_t                           (gap: spacing of the input times)
     colour    = pixel_rgb + SH_C0 * g_rgb                    (i.e. f_dc = pixel f_dc + g_rgb)
@@ -72,7 +75,7 @@ class PriorConstants:
         ground_snap: relative depth tolerance within which a pixel's Gaussian is put on a known
             ground plane (0, the default of checkpoints that predate it, turns it off; it acts
             only where the caller gives the ground's height).
-        align: the silhouette alignment of each view's depth scale, at inference
+        align: the silhouette alignment of each view's depths, at inference on inward rigs
             (`model.view_align`; search 0, the default of checkpoints that predate it, turns it off).
     """
 
@@ -223,7 +226,7 @@ def decode_prior(
     depth = (prior.reshape(B, V * H * W, 1) * torch.exp(log_residual)).clamp(constants.near, constants.far)
     pixels = images.permute(0, 1, 3, 4, 2).reshape(B, V * H * W, 3)
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
-    if inference and constants.align.search > 0:  # one depth factor per view, from the silhouettes
+    if inference and constants.align.search > 0:  # a factor per view, then carving, from the other views' silhouettes
         log_k = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
                             times, input_time_gap(times), constants.align, active=inward_mask(cameras, B))
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
