@@ -64,9 +64,14 @@ def _local_backend(params: NodeParams) -> Backend:
 
     device = None if params.device == "auto" else params.device
     checkpoint = params.checkpoint or default_checkpoint()
-    motion = {} if params.motion_prior_radius < 0 else {"prior": {"motion": {"radius": params.motion_prior_radius}}}
+    prior: dict = {}  # node parameters that override the checkpoint's no-learning priors
+    if params.motion_prior_radius >= 0:
+        prior["motion"] = {"radius": params.motion_prior_radius}
+    if params.view_align_search >= 0:
+        prior["align"] = {"search": params.view_align_search}
+    overrides = {"prior": prior} if prior else {}
     if checkpoint is None:
         log.warning("no checkpoint given and no embedded default model found: using UNTRAINED tiny weights")
-        return LocalBackend(load_model(preset="tiny", device=device, **motion), model_id="lrm4d-tiny-untrained")
-    model = load_model(checkpoint, device=device, **motion)
+        return LocalBackend(load_model(preset="tiny", device=device, **overrides), model_id="lrm4d-tiny-untrained")
+    model = load_model(checkpoint, device=device, **overrides)
     return LocalBackend(model, model_id=f"lrm4d-{model.config.preset}:{checkpoint}")

@@ -49,6 +49,7 @@ class NodeParams:
     backend: str = "local"
     checkpoint: str = ""
     motion_prior_radius: int = -1
+    view_align_search: float = -1.0
     device: str = "auto"
     remote_address: str = "localhost:50051"
     remote_token_file: str = ""
@@ -102,6 +103,8 @@ class NodeParams:
             problems.append("max_image_pixels must be >= 1")
         if self.motion_prior_radius < -1:
             problems.append("motion_prior_radius must be -1 (the checkpoint's), 0 (off) or a radius in pixels")
+        if not (self.view_align_search == -1 or 0 <= self.view_align_search <= 1):
+            problems.append("view_align_search must be -1 (the checkpoint's), 0 (off) or a log-scale range in (0, 1]")
         if self.dynamic_speed_threshold < 0 or self.motion_voxel_m <= 0 or self.max_motion_markers < 0:
             problems.append("need dynamic_speed_threshold >= 0, motion_voxel_m > 0 and max_motion_markers >= 0")
         if self.queue_size < 1 or self.qos_depth < 1:
@@ -191,6 +194,7 @@ PARAM_DOCS: dict[str, str] = {
     "backend": "local (model in this process) or remote (lrm4d serve)",
     "checkpoint": "model checkpoint (.safetensors); empty = the embedded default",
     "motion_prior_radius": "local backend: search radius (model pixels) of the model's block-matching motion prior; -1 = the checkpoint's (the embedded default: 8), 0 = off (saves its cost on static rigs)",
+    "view_align_search": "local backend: log-scale range over which each input view's depths are fitted to the other views' silhouettes (object-centric rigs with a plain background); -1 = the checkpoint's (the embedded default: 0.3), 0 = off (e.g. an inward rig whose background has the model's background colour but is not empty)",
     "device": "auto, cpu, cuda or cuda:N (local backend)",
     "remote_address": "host:port of lrm4d serve (remote backend)",
     "remote_token_file": "file holding the bearer token for the remote backend",

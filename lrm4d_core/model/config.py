@@ -195,8 +195,9 @@ class ModelConfig:
             overrides["activation"] = dataclasses.replace(self.activation, **overrides["activation"])
         if isinstance(overrides.get("prior"), dict):
             prior = dict(overrides["prior"])
-            if isinstance(prior.get("motion"), dict):  # a partial override keeps the other motion constants
-                prior["motion"] = dataclasses.replace(self.prior.motion, **prior["motion"])
+            for name in ("motion", "align"):  # a partial override keeps the other constants of that prior
+                if isinstance(prior.get(name), dict):
+                    prior[name] = dataclasses.replace(getattr(self.prior, name), **prior[name])
             overrides["prior"] = dataclasses.replace(self.prior, **prior)
         return dataclasses.replace(self, **overrides)
 
