@@ -150,8 +150,10 @@ def test_no_silhouette_no_change():
     # partners' silhouettes elsewhere (a sphere moved far away in the others): nothing fits
     shifted = fg.copy()
     shifted[1:] = np.roll(fg[1:], SIZE // 2, axis=-1)
-    got = _scales(cams, depth, shifted, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0, min_score=0.9))
+    got = _scales(cams, depth * 1.2, shifted, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0, min_score=0.9))
     assert got[0] == 0
+    # the same with min_score 0: the best of a bad fit moves the view (so the check above is the score's doing)
+    assert _scales(cams, depth * 1.2, shifted, o, d, times, ViewAlignConstants(search=0.3, max_gap=10.0, min_score=0.0))[0] != 0
 
 
 @pytest.mark.parametrize("bad", [dict(search=-0.1), dict(steps=4), dict(steps=1), dict(max_gap=-1.0), dict(dilate=-1),

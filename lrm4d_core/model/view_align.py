@@ -62,6 +62,8 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras
 
+from .motion_prior import _project
+
 __all__ = ["ViewAlignConstants", "view_scales"]
 
 
@@ -98,15 +100,6 @@ class ViewAlignConstants:
             raise ValueError(f"invalid view alignment constants {self}")
 
 
-def _pixels_of(points: Tensor, K: Tensor, w2c: Tensor) -> tuple[Tensor, Tensor]:
-    """World points [S, N, 3] -> pixel coordinates [P, S, N, 2] (centres at +0.5) and z [P, S, N]
-    in each of P cameras (K [P, 3, 3], w2c [P, 4, 4])."""
-    cam = torch.einsum("pij,snj->psni", w2c[:, :3, :3], points) + w2c[:, None, None, :3, 3]
-    z = cam[..., 2]
-    uvw = torch.einsum("pij,psnj->psni", K, cam)
-    return uvw[..., :2] / z.clamp_min(1e-9)[..., None], z
-
-
 def view_scales(
     depth: Tensor,
     foreground: Tensor,
@@ -136,10 +129,7 @@ def view_scales(
     background_share = 1.0 - foreground.reshape(B, V, -1).float().mean(-1)
     log_s = torch.linspace(-constants.search, constants.search, constants.steps, dtype=depth.dtype, device=depth.device)
     gain = torch.exp(log_s)[:, None, None]  # [S, 1, 1]
-    c2w = cameras.cam_to_world.reshape(B, V, 4, 4).to(depth)
-    w2c = cameras.world_to_cam.reshape(B, V, 4, 4).to(depth)
-    K = cameras.K.reshape(B, V, 3, 3).to(depth)
-    axes = c2w[..., :3, 2]
+    axes = cameras.cam_to_world.reshape(B, V, 4, 4)[..., :3, 2].to(depth)
     cos_min = math.cos(math.radians(constants.min_angle))
     d = depth.reshape(B, V, H * W)
     o, r = ray_origins.reshape(B, V, H * W, 3), ray_directions.reshape(B, V, H * W, 3)
@@ -159,7 +149,9 @@ def view_scales(
                 continue
             partners = torch.nonzero(usable).flatten()
             points = o[b, a][fg] + (gain * d[b, a][fg][:, None]) * r[b, a][fg]  # [S, N, 3]
-            uv, z = _pixels_of(points, K[b, partners], w2c[b, partners])  # [P, S, N, 2], [P, S, N]
+            S, N = points.shape[:2]
+            uv, z = _project(points.reshape(1, S * N, 3).expand(len(partners), -1, -1), cameras[b * V + partners])
+            uv, z = uv.reshape(-1, S, N, 2), z.reshape(-1, S, N)  # [P, S, N, 2], [P, S, N]
             iu, iv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
             inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
             hit = grown[b, partners[:, None, None], iv.clamp(0, H - 1), iu.clamp(0, W - 1)] & inside
