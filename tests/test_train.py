@@ -203,9 +203,25 @@ def test_training_with_depth_loss_and_protocol_mix(tiny_data, tmp_path):
             kinds.add("driving")
             assert sorted(frames) == [0, 1, 2, 3]
     assert kinds == {"object", "driving"}
+    # SPEC §4 (d) as a training layout: the first random-orbit camera at every frame on object rigs,
+    # the surround layout elsewhere; no scene is taken for unreadable
+    orbit = ExampleSource([DataSource(str(tiny_data / "object")), DataSource(str(tiny_data / "driving"))], num_input=3,
+                          num_target=2, input_protocols={"random_orbit": 1.0})
+    kinds = set()
+    for step in range(12):
+        ex = orbit.draw(0, step, 0, 0, (16, 16))
+        assert ex["input_frames"].tolist() == [0, 1, 2, 3]
+        if "object" in str(ex["scene_id"]):
+            kinds.add("object")
+            meta = orbit.dataset(0, (16, 16)).meta(0)
+            first_random = [v["index"] for v in meta.views if v["kind"] == "random"][0]
+            assert set(ex["input_views"].tolist()) == {first_random}
+        else:
+            kinds.add("driving")
+    assert kinds == {"object", "driving"} and not orbit.bad
     summary = train(config(tiny_data, tmp_path / "mix", steps=3, lambda_depth=0.5, lambda_opacity=0.1, lambda_velocity=0.2,
                            velocity_balance=True, lambda_persistence=0.05, input_targets=1, cache_dir=str(tmp_path / "cache"),
-                           input_protocols={"random": 1, "alternating": 1, "interpolation": 1}),
+                           input_protocols={"random": 1, "alternating": 1, "interpolation": 1, "random_orbit": 1}),
                     progress=False)
     assert summary["steps"] == 3 and math.isfinite(summary["last_loss"])
     assert all(math.isfinite(summary[f"last_{k}"]) for k in ("depth", "opacity", "velocity", "persistence"))

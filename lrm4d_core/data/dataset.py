@@ -64,10 +64,12 @@ __all__ = ["PROTOCOLS", "TRAINING_LAYOUTS", "protocol_views", "evaluation_target
            "resize_image", "scale_intrinsics", "SceneDataset"]
 
 PROTOCOLS = ("alternating", "interpolation", "two_rotating", "random")
-TRAINING_LAYOUTS = ("random", "surround_random", *PROTOCOLS[:3])
+TRAINING_LAYOUTS = ("random", "surround_random", "random_orbit", *PROTOCOLS[:3])
 """Input layouts `SceneDataset` draws: "random" (uniform draws of num_input view-times, the
 training sampler), "surround_random" (one random camera per frame: the evaluation's protocol on
-rigs without canonical views), and the object-rig protocols of `PROTOCOLS`."""
+rigs without canonical views), "random_orbit" (SPEC §4 protocol (d), one random-orbit camera at
+every frame: the name "random" is the uniform sampler's here), and the object-rig protocols of
+`PROTOCOLS`."""
 
 
 def _need(meta: SceneMeta, kind: str, count: int, protocol: str) -> list[int]:
@@ -156,7 +158,8 @@ class SceneDataset(Dataset):
         num_input, num_target: image counts for the "random" protocols.
         image_size: (H, W) to resize to; None keeps the native size (all images must share it).
         seed: base seed of the draws.
-        input_protocol: "random", "surround_random" or one of `PROTOCOLS` (then the layout fixes the count).
+        input_protocol: one of `TRAINING_LAYOUTS` or `PROTOCOLS` (all but the uniform "random" fix
+            the count themselves).
         target_protocol: "random" or "evaluation" (`evaluation_targets`).
         with_masks, with_depth, with_velocity: also return masks / depth maps / velocity maps
             (scenes must have them).
@@ -230,6 +233,8 @@ class SceneDataset(Dataset):
             inputs = random_views(meta, self.num_input, rng_in)
         elif self.input_protocol == "surround_random":
             inputs = surround_random_pairs(meta, rng_in)[0]
+        elif self.input_protocol == "random_orbit":
+            inputs = protocol_views("random", meta, rng_in)
         else:
             inputs = protocol_views(self.input_protocol, meta, rng_in)
         if self.target_protocol == "random":

@@ -19,12 +19,14 @@ takes them in any order.
 
 Scene normalization when the caller passes none (`estimate_scene_normalization`):
 - inward-looking rigs (objects): the least-squares point nearest every optical axis is the centre
-  if it lies in front of every camera, the axes are not (nearly) parallel, and the cameras are
-  spread around it (largest baseline > 0.1 x mean distance, which rules out e.g. a slightly
-  toed-in stereo pair whose axes meet far away); the scale makes the mean camera distance equal
-  `config.camera_distance` model units.
-- otherwise (outward-looking rigs, e.g. driving; a single camera; parallel axes): the centroid of
-  the camera centres is the centre and `config.scene_radius` world units make one model unit.
+  (where the axes all lie along one line, as with two cameras facing each other, the centroid of
+  the camera centres, which each camera must see within 60 degrees of its axis) if it lies in
+  front of every camera and the cameras are spread around it (largest baseline > 0.1 x mean
+  distance, which rules out e.g. a slightly toed-in stereo pair whose axes meet far away); the
+  scale makes the mean camera distance equal `config.camera_distance` model units.
+- otherwise (outward-looking rigs, e.g. driving; a single camera; parallel axes looking the same
+  way): the centroid of the camera centres is the centre and `config.scene_radius` world units
+  make one model unit.
 Time normalization: `TimeNormalization.spanning(min(times), max(times))` unless given.
 
 Ground: a caller that knows the height of the ground in its fixed frame (world z up; REP 105 puts
@@ -267,13 +269,16 @@ def estimate_scene_normalization(cameras: Cameras, config: ModelConfig) -> Scene
         A = proj.sum(0)
         b = (proj @ origins[:, :, None]).sum(0)[:, 0]
         evals = torch.linalg.eigvalsh(A)
-        if evals[0] > 1e-3 * len(cameras):  # the axes are not all (nearly) parallel
-            centre = torch.linalg.solve(A, b)
-            depth = ((centre - origins) * axes).sum(-1)
-            distance = float(torch.linalg.norm(origins - centre, dim=-1).mean())
-            baseline = float(torch.cdist(origins, origins).max())
-            if bool((depth > 0).all()) and distance > 0 and baseline > 0.1 * distance:
-                return SceneNormalization(centre, distance / config.camera_distance)
+        parallel = bool(evals[0] <= 1e-3 * len(cameras))  # the axes all (nearly) along one line
+        # cameras facing each other along one line look at their centroid
+        centre = origins.mean(0) if parallel else torch.linalg.solve(A, b)
+        depth = ((centre - origins) * axes).sum(-1)
+        ranges = torch.linalg.norm(origins - centre, dim=-1)
+        distance = float(ranges.mean())
+        baseline = float(torch.cdist(origins, origins).max())
+        in_front = bool((depth > 0.5 * ranges).all()) if parallel else bool((depth > 0).all())
+        if in_front and distance > 0 and baseline > 0.1 * distance:
+            return SceneNormalization(centre, distance / config.camera_distance)
     return SceneNormalization(origins.mean(0), float(config.scene_radius))
 
 

@@ -114,9 +114,10 @@ class TrainConfig:
         from lrm4d_core.data.dataset import PROTOCOLS
 
         weights = self.input_protocols
-        if not weights or any(k != "random" and k not in PROTOCOLS for k in weights) or any(w < 0 for w in weights.values()) \
+        layouts = ("random", "random_orbit", *PROTOCOLS[:3])
+        if not weights or any(k not in layouts for k in weights) or any(w < 0 for w in weights.values()) \
                 or sum(weights.values()) <= 0:
-            problems.append(f"input_protocols: weights >= 0 (not all 0) over 'random' and {PROTOCOLS}, got {weights}")
+            problems.append(f"input_protocols: weights >= 0 (not all 0) over {layouts}, got {weights}")
         if self.input_targets < 0:
             problems.append("input_targets must be >= 0")
         if self.moving_speed < 0 or self.persistence_gaps <= 0:

@@ -112,10 +112,15 @@ class ExampleSource:
 
     def _example(self, seed: int, source: int, index: int, epoch: int, protocol: str, image_size: tuple[int, int],
                  num_input: int | None, num_target: int | None) -> dict[str, torch.Tensor]:
-        if protocol != "random" and protocol not in self._protocols_of(source, index, self.dataset(source, image_size)):
+        meta = self.dataset(source, image_size).meta(index)
+        applicable = self._protocols_of(source, index, self.dataset(source, image_size))
+        if protocol == "random_orbit":  # protocol (d) of object rigs (surround rigs' "random" is another layout)
+            usable = protocol_variant(meta) == "object" and "random" in applicable
+        else:
+            usable = protocol == "random" or protocol in applicable
+        if not usable:
             # rigs without canonical views (driving, workspace): their evaluation layout, one random
             # camera per frame; other rigs: uniform draws
-            meta = self.dataset(source, image_size).meta(index)
             protocol = "surround_random" if protocol_variant(meta) == "surround" else "random"
         ds = self.dataset(source, image_size, protocol, num_input, num_target)
         ds.seed = seed
