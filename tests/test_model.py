@@ -503,16 +503,18 @@ def test_scene_normalization_estimate_inward_and_outward():
     assert api.estimate_scene_normalization(stereo, config).scale == config.scene_radius
     # two cameras facing each other across the target (anti-parallel axes): inward, centred between
     facing = np.stack([look_at(target + 7.0 * u, target, rng) for u in np.array([[1.0, 0, 0], [-1.0, 0, 0]])])
-    scene = api.estimate_scene_normalization(Cameras(torch.eye(3, dtype=torch.float64).expand(2, 3, 3),
-                                                     torch.from_numpy(facing), 8, 8), config)
+    facing_cams = Cameras(torch.eye(3, dtype=torch.float64).expand(2, 3, 3), torch.from_numpy(facing), 8, 8)
+    scene = api.estimate_scene_normalization(facing_cams, config.replace(facing_inward=True))
     np.testing.assert_allclose(scene.center.numpy(), target, atol=1e-9)
     assert scene.scale == pytest.approx(7.0 / config.camera_distance)
+    # a checkpoint from before `facing_inward` keeps the outward rule it was trained with
+    assert api.estimate_scene_normalization(facing_cams, config.replace(facing_inward=False)).scale == config.scene_radius
     # ... but two cameras back to back, and a side-by-side stereo pair, are not
     back = np.stack([look_at(target + 0.5 * u, target + 7.0 * u, rng) for u in np.array([[1.0, 0, 0], [-1.0, 0, 0]])])
     side = np.stack([look_at(target + np.array([0, x, 0]), target + np.array([7.0, x, 0]), rng) for x in (-0.3, 0.3)])
     for pair in (back, side):
         cams = Cameras(torch.eye(3, dtype=torch.float64).expand(2, 3, 3), torch.from_numpy(pair), 8, 8)
-        assert api.estimate_scene_normalization(cams, config).scale == config.scene_radius
+        assert api.estimate_scene_normalization(cams, config.replace(facing_inward=True)).scale == config.scene_radius
     # one camera seen repeatedly (parallel axes): outward rule, no division by zero
     same = Cameras(torch.eye(3, dtype=torch.float64).expand(3, 3, 3), torch.from_numpy(c2w[:1]).expand(3, 4, 4), 8, 8)
     assert api.estimate_scene_normalization(same, config).scale == config.scene_radius

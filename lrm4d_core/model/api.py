@@ -20,7 +20,8 @@ takes them in any order.
 Scene normalization when the caller passes none (`estimate_scene_normalization`):
 - inward-looking rigs (objects): the least-squares point nearest every optical axis is the centre
   (where the axes all lie along one line, as with two cameras facing each other, the centroid of
-  the camera centres, which each camera must see within 60 degrees of its axis) if it lies in
+  the camera centres, which each camera must see within 60 degrees of its axis; only with
+  `config.facing_inward`, which checkpoints before session 11 lack) if it lies in
   front of every camera and the cameras are spread around it (largest baseline > 0.1 x mean
   distance, which rules out e.g. a slightly toed-in stereo pair whose axes meet far away); the
   scale makes the mean camera distance equal `config.camera_distance` model units.
@@ -270,6 +271,8 @@ def estimate_scene_normalization(cameras: Cameras, config: ModelConfig) -> Scene
         b = (proj @ origins[:, :, None]).sum(0)[:, 0]
         evals = torch.linalg.eigvalsh(A)
         parallel = bool(evals[0] <= 1e-3 * len(cameras))  # the axes all (nearly) along one line
+        if parallel and not config.facing_inward:  # how models before session 11 were trained
+            return SceneNormalization(origins.mean(0), float(config.scene_radius))
         # cameras facing each other along one line look at their centroid
         centre = origins.mean(0) if parallel else torch.linalg.solve(A, b)
         depth = ((centre - origins) * axes).sum(-1)

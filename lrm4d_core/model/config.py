@@ -88,6 +88,10 @@ class ModelConfig:
             Gaussian's opacity by up to `view_dependence` with the angle between the rendering
             camera and its input camera (width in degrees; `lrm4d_core.model.view_weight`; 0, the
             default of checkpoints that predate it: off).
+        facing_inward: cameras whose optical axes all lie along one line, facing each other (SPEC
+            §4's interpolation layout), are normalized as an object rig around their centroid
+            (`model.api.estimate_scene_normalization`). Checkpoints without the key (trained
+            before session 11) took them for an outward rig and keep doing so: False.
     """
 
     preset: str = "custom"
@@ -110,6 +114,7 @@ class ModelConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     view_dependence: float = 0.0
     view_dependence_deg: float = 15.0
+    facing_inward: bool = False
 
     def __post_init__(self) -> None:
         # normalise types coming from JSON (lists, dicts) so equality and hashing work
@@ -202,7 +207,7 @@ class ModelConfig:
         return dataclasses.replace(self, **overrides)
 
 
-_NEW = dict(parametrization="prior", environment=True)
+_NEW = dict(parametrization="prior", environment=True, facing_inward=True)
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(preset="tiny", hidden=256, layers=6, heads=4, image_size=(64, 64), **_NEW),
     "small": ModelConfig(preset="small", hidden=384, layers=8, heads=6, image_size=(128, 128), **_NEW),
