@@ -49,6 +49,17 @@ def timed(totals: dict, key: str, fn):
     return wrapper
 
 
+def cpu_model() -> str:
+    """The processor's name (machines differ between runs; the figures only compare within one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=64)
@@ -86,7 +97,8 @@ def main() -> None:
     window_cost = sum(per_window.values())
     print(json.dumps({
         "bench": "pipeline",
-        "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "machine": {"cpu": cpu_model(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(),
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "bag": {"cameras": len(CAMERAS), "frames": args.frames, "size": args.size, "images": summary.frames_in},
         "model": backend.model_id,
