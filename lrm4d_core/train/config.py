@@ -111,10 +111,10 @@ class TrainConfig:
         if min(self.lambda_depth, self.lambda_ssim, self.lambda_perceptual, self.lambda_opacity, self.lambda_velocity,
                self.lambda_persistence) < 0:
             problems.append("loss weights (lambda_*) must be >= 0")
-        from lrm4d_core.data.dataset import PROTOCOLS
+        from lrm4d_core.data.dataset import TRAINING_LAYOUTS
 
         weights = self.input_protocols
-        layouts = ("random", "random_orbit", *PROTOCOLS[:3])
+        layouts = tuple(name for name in TRAINING_LAYOUTS if name != "surround_random")  # that one is automatic
         if not weights or any(k not in layouts for k in weights) or any(w < 0 for w in weights.values()) \
                 or sum(weights.values()) <= 0:
             problems.append(f"input_protocols: weights >= 0 (not all 0) over {layouts}, got {weights}")
