@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Cameras", "SceneNormalization", "TimeNormalization", "pixel_rays", "plucker"]
+__all__ = ["Cameras", "SceneNormalization", "TimeNormalization", "pixel_rays", "project_points", "plucker"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,17 @@ def pixel_rays(cameras: Cameras) -> tuple[Tensor, Tensor]:
     d_world = d_world / torch.linalg.norm(d_world, dim=-1, keepdim=True)
     origins = cameras.centers[:, None, None, :].expand_as(d_world)
     return origins, d_world
+
+
+def project_points(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
+    """The inverse of `pixel_rays`: world points [C, N, 3], row c seen by camera c, -> pixel
+    coordinates [C, N, 2] (pixel centres at +0.5) and camera z [C, N] (points behind a camera get
+    z <= 0 and meaningless coordinates: callers test z)."""
+    w2c = cameras.world_to_cam.to(points)
+    cam = points @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]
+    z = cam[..., 2]
+    uvw = cam @ cameras.K.to(points).transpose(-1, -2)
+    return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
 
 
 def plucker(origins: Tensor, directions: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization, pixel_rays, plucker
+from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization, pixel_rays, plucker, project_points
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -38,6 +38,22 @@ def test_pixel_rays_match_numpy_unprojection():
                 d = c2w[c, :3, :3] @ np.linalg.inv(K[c]) @ np.array([u + 0.5, v + 0.5, 1.0])
                 np.testing.assert_allclose(dirs[c, v, u].numpy(), d / np.linalg.norm(d), atol=1e-12)
                 np.testing.assert_allclose(origins[c, v, u].numpy(), c2w[c, :3, 3])
+
+
+def test_project_points_inverts_pixel_rays_and_matches_numpy():
+    cams = random_cameras()
+    origins, dirs = pixel_rays(cams)
+    depth = torch.from_numpy(np.random.default_rng(4).uniform(0.5, 9.0, size=(3, 8 * 12, 1)))
+    points = origins.reshape(3, -1, 3) + depth * dirs.reshape(3, -1, 3)
+    uv, z = project_points(points, cams)
+    v, u = np.meshgrid(np.arange(8) + 0.5, np.arange(12) + 0.5, indexing="ij")
+    for c in range(3):  # back to every pixel centre; z is the depth along the optical axis
+        np.testing.assert_allclose(uv[c].numpy(), np.stack([u.ravel(), v.ravel()], -1), atol=1e-9)
+        axis = cams.cam_to_world[c, :3, 2].numpy()
+        np.testing.assert_allclose(z[c].numpy(), (points[c].numpy() - cams.cam_to_world[c, :3, 3].numpy()) @ axis, atol=1e-9)
+    # a point behind the camera has z < 0, which callers must test
+    behind = cams.cam_to_world[:, None, :3, 3] - cams.cam_to_world[:, None, :3, 2]
+    assert (project_points(behind, cams)[1] < 0).all()
 
 
 def test_ray_through_projected_point_hits_it():

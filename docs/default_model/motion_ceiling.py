@@ -19,9 +19,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from lrm4d_core.cameras import pixel_rays
+from lrm4d_core.cameras import pixel_rays, project_points
 from lrm4d_core.io.checkpoint import load_checkpoint
-from lrm4d_core.model.motion_prior import MotionPriorConstants, _lift, _project, partner_views
+from lrm4d_core.model.motion_prior import MotionPriorConstants, _lift, partner_views
 from lrm4d_core.train.config import load_train_config
 from lrm4d_core.train.loop import draw_examples, example_source, prepare_batch
 
@@ -60,8 +60,8 @@ def main() -> None:
                 continue
             dt = float(batch.input_times[0, j] - batch.input_times[0, i])
             cam = batch.input_cameras[[j]]
-            uv0, z0 = _project(points[i][None], cam)
-            uv1, _ = _project((points[i] + t.nan_to_num(0) * dt)[None], cam)
+            uv0, z0 = project_points(points[i][None], cam)
+            uv1, _ = project_points((points[i] + t.nan_to_num(0) * dt)[None], cam)
             q = uv0 + (uv1 - uv0).round()
             v_own = (_lift(q, z0, cam)[0] - points[i]) / dt
             grid = (torch.stack([q[..., 0] / W, q[..., 1] / H], -1) * 2 - 1).reshape(1, H, W, 2)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrm4d_core.cameras import Cameras
+from lrm4d_core.cameras import Cameras, project_points
 from lrm4d_core.gaussians import factor_rotation_4d, left_isoclinic
 
 __all__ = ["MotionPriorConstants", "partner_views", "matched_velocity", "velocity_rotation", "quaternion_multiply"]
@@ -130,15 +130,6 @@ def partner_views(cameras: Cameras, times: Tensor, depth: Tensor, constants: Mot
     return torch.stack(sides, -1)
 
 
-def _project(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
-    """Points [C, N, 3] in camera c's frame -> pixel coordinates [C, N, 2] (centres at +0.5) and z [C, N]."""
-    w2c = cameras.world_to_cam.to(points)
-    cam = points @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]
-    z = cam[..., 2]
-    uvw = cam @ cameras.K.to(points).transpose(-1, -2)
-    return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
-
-
 def _lift(uv: Tensor, z: Tensor, cameras: Cameras) -> Tensor:
     """Pixel coordinates [C, N, 2] at camera z [C, N] -> world points [C, N, 3]."""
     K = cameras.K.to(uv)
@@ -217,7 +208,7 @@ def _one_side(images: Tensor, points: Tensor, cameras: Cameras, times: Tensor, b
     B, V, _, H, W = images.shape
     cams_j = cameras[b_idx * V + j_idx]
     pts = points.reshape(B, V, H * W, 3)[b_idx, i_idx]  # [C, HW, 3]
-    uv, z = _project(pts, cams_j)
+    uv, z = project_points(pts, cams_j)
     grid = torch.stack([uv[..., 0] / W, uv[..., 1] / H], -1) * 2 - 1
     warped = F.grid_sample(images[b_idx, j_idx], grid.reshape(-1, H, W, 2).to(images), mode="bilinear",
                            padding_mode="zeros", align_corners=False)

@@ -60,9 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrm4d_core.cameras import Cameras
-
-from .motion_prior import _project
+from lrm4d_core.cameras import Cameras, project_points
 
 __all__ = ["ViewAlignConstants", "view_scales"]
 
@@ -150,7 +148,7 @@ def view_scales(
             partners = torch.nonzero(usable).flatten()
             points = o[b, a][fg] + (gain * d[b, a][fg][:, None]) * r[b, a][fg]  # [S, N, 3]
             S, N = points.shape[:2]
-            uv, z = _project(points.reshape(1, S * N, 3).expand(len(partners), -1, -1), cameras[b * V + partners])
+            uv, z = project_points(points.reshape(1, S * N, 3).expand(len(partners), -1, -1), cameras[b * V + partners])
             uv, z = uv.reshape(-1, S, N, 2), z.reshape(-1, S, N)  # [P, S, N, 2], [P, S, N]
             iu, iv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
             inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
