@@ -112,8 +112,9 @@ class ExampleSource:
 
     def _example(self, seed: int, source: int, index: int, epoch: int, protocol: str, image_size: tuple[int, int],
                  num_input: int | None, num_target: int | None) -> dict[str, torch.Tensor]:
-        meta = self.dataset(source, image_size).meta(index)
-        applicable = self._protocols_of(source, index, self.dataset(source, image_size))
+        uniform = self.dataset(source, image_size)
+        meta = uniform.meta(index)
+        applicable = self._protocols_of(source, index, uniform)
         if protocol == "random_orbit":  # protocol (d) of object rigs (surround rigs' "random" is another layout)
             usable = protocol_variant(meta) == "object" and "random" in applicable
         else:
