@@ -69,6 +69,8 @@ def _local_backend(params: NodeParams) -> Backend:
         prior["motion"] = {"radius": params.motion_prior_radius}
     if params.view_align_search >= 0:
         prior["align"] = {"search": params.view_align_search}
+    if params.stereo_search >= 0:
+        prior["stereo"] = {"search": params.stereo_search}
     overrides = {"prior": prior} if prior else {}
     if checkpoint is None:
         log.warning("no checkpoint given and no embedded default model found: using UNTRAINED tiny weights")

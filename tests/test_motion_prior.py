@@ -125,6 +125,20 @@ def test_matched_velocity_recovers_a_known_shift_and_leaves_the_static_backgroun
     assert v[0][far].abs().max() == 0 and v[1][far].abs().max() == 0
 
 
+def test_pixels_known_static_do_not_move():
+    """`still` (the stereo's matched pixels): the square's pixels in view 0 marked still get no
+    velocity, those of view 1 keep theirs."""
+    shift = (3, -2)
+    images, points, cams, times, depth, (y0, x0) = _shifted_scene(shift)
+    constants = MotionPriorConstants(radius=5, patch=3, min_cost=0.005, max_cost_ratio=0.5)
+    still = torch.zeros(2, 32, 32, dtype=torch.bool)
+    still[0] = True
+    free = matched_velocity(images, points, cams, times, depth, constants).reshape(2, 32, 32, 3)
+    held = matched_velocity(images, points, cams, times, depth, constants, still=still.reshape(1, -1)).reshape(2, 32, 32, 3)
+    assert free[0].abs().amax() > 0 and held[0].abs().amax() == 0
+    assert torch.equal(held[1], free[1])
+
+
 def test_matched_velocity_is_zero_when_off_or_without_partners():
     images, points, cams, times, depth, _ = _shifted_scene((3, 0))
     off = matched_velocity(images, points, cams, times, depth, MotionPriorConstants(radius=0))

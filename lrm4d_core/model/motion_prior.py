@@ -231,7 +231,8 @@ def _one_side(images: Tensor, points: Tensor, cameras: Cameras, times: Tensor, b
 
 @torch.no_grad()
 def matched_velocity(
-    images: Tensor, points: Tensor, cameras: Cameras, times: Tensor, depth: Tensor, constants: MotionPriorConstants
+    images: Tensor, points: Tensor, cameras: Cameras, times: Tensor, depth: Tensor, constants: MotionPriorConstants,
+    still: Tensor | None = None,
 ) -> Tensor:
     """Velocity [B, V*H*W, 3] (model units per model time; zero where no motion is found) of every
     input pixel's point (module docstring).
@@ -239,6 +240,8 @@ def matched_velocity(
     Args:
         images: [B, V, 3, H, W] in [0, 1]; points: [B, V*H*W, 3] the pixels' decoded centres;
         cameras: B*V cameras; times: [B, V] model time; depth: [B, V, H, W] depth along the rays.
+        still: [B, V*H*W] bool, pixels known to be static (`model.stereo` matched them from other
+            times), which do not move; None: none known.
     """
     B, V, _, H, W = images.shape
     velocity = points.new_zeros(B, V, H * W, 3)
@@ -265,6 +268,9 @@ def matched_velocity(
     both = m0 & m1 & agree
     only0 = m0 & ~p1 & constants.one_sided
     only1 = m1 & ~p0 & constants.one_sided
+    if still is not None:
+        free = ~still.reshape(B, V, H * W)[b_idx, i_idx]
+        both, only0, only1 = both & free, only0 & free, only1 & free
     v = torch.where(both[..., None], 0.5 * (v0 + v1), torch.where(only0[..., None], v0, v1))
     velocity[b_idx, i_idx] = _median_filter(v, both | only0 | only1, H, W, constants.smooth)
     return velocity.reshape(B, V * H * W, 3)

@@ -10,6 +10,11 @@ predicts corrections:
     align     = at inference on inward rigs with `constants.align` on, the depth above times a factor
                 per view (and per pixel where carved) that fits it to the other inputs'
                 silhouettes (`model.view_align`), before anything below uses it
+    stereo    = at inference with `constants.stereo` on, the depth of views without a plain
+                background times the factor at which its patch looks the same from the other
+                inputs (`model.stereo`; pixels on a known ground plane excepted); the pixels so
+                matched are static: the motion prior leaves them still and, with `persist`, their
+                temporal scale is at least that
     centre    = ray_o + depth * ray_d + footprint * (g_xyz[1] * cam_x + g_xyz[2] * cam_y)
     mu_t      = t_view + gap * g_t                           (gap: spacing of the input times)
     colour    = pixel_rgb + SH_C0 * g_rgb                    (i.e. f_dc = pixel f_dc + g_rgb)
@@ -49,6 +54,7 @@ from lrm4d_core.cameras import Cameras
 from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
 from .motion_prior import MotionPriorConstants, matched_velocity, partner_views, quaternion_multiply, velocity_rotation
+from .stereo import StereoConstants, stereo_log_scales
 from .view_align import ViewAlignConstants, view_scales
 
 __all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "ray_ground_hit", "snap_to_ground",
@@ -77,6 +83,8 @@ class PriorConstants:
             only where the caller gives the ground's height).
         align: the silhouette alignment of each view's depths, at inference on inward rigs
             (`model.view_align`; search 0, the default of checkpoints that predate it, turns it off).
+        stereo: the plane-sweep correction of textured views' depths, at inference
+            (`model.stereo`; search 0, the default of checkpoints that predate it, turns it off).
     """
 
     footprint_scale: float = 0.7
@@ -92,12 +100,15 @@ class PriorConstants:
     motion: MotionPriorConstants = field(default_factory=MotionPriorConstants)
     ground_snap: float = 0.0
     align: ViewAlignConstants = field(default_factory=ViewAlignConstants)
+    stereo: StereoConstants = field(default_factory=StereoConstants)
 
     def __post_init__(self) -> None:
         if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
             object.__setattr__(self, "motion", MotionPriorConstants(**self.motion))
         if isinstance(self.align, dict):
             object.__setattr__(self, "align", ViewAlignConstants(**self.align))
+        if isinstance(self.stereo, dict):
+            object.__setattr__(self, "stereo", StereoConstants(**self.stereo))
         positive = min(self.footprint_scale, self.time_width, self.dome_radius) > 0
         if not 0 < self.near < self.far or not 0 < self.opacity < 1 or not positive or not 0 <= self.ground_snap < 1:
             raise ValueError(f"invalid prior constants {self}")
@@ -230,6 +241,15 @@ def decode_prior(
         log_k = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
                             times, input_time_gap(times), constants.align, active=inward_mask(cameras, B))
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
+    static = None
+    if inference and constants.stereo.search > 0:  # a factor per pixel where the other inputs see its patch
+        keep = torch.zeros_like(is_background)
+        if ground is not None and constants.ground_snap > 0:  # the ground snapping places those exactly
+            keep = snap_to_ground(depth, ray_origins, ray_directions, ground, constants.ground_snap)[0][..., 0]
+        log_k, static = stereo_log_scales(images, depth.detach(), ray_origins, ray_directions, cameras, times,
+                                  input_time_gap(times), is_background.reshape(B, V, H, W), keep.reshape(B, V, H, W),
+                                  constants.stereo)
+        depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     cam_x = c2w[:, :, None, :3, 0].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
     cam_y = c2w[:, :, None, :3, 1].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
 
@@ -239,7 +259,8 @@ def decode_prior(
     xyz = place(depth)
     velocity = None
     if constants.motion.radius:
-        velocity = matched_velocity(images, xyz.detach(), cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
+        velocity = matched_velocity(images, xyz.detach(), cameras, times, depth.detach().reshape(B, V, H, W), constants.motion,
+                                    still=None if static is None else static.reshape(B, V * H * W))
     if ground is not None and constants.ground_snap > 0:
         on_ground, hit = snap_to_ground(depth, ray_origins, ray_directions, ground, constants.ground_snap)
         if velocity is not None:  # what moves is not the ground, however near it is decoded
@@ -260,6 +281,12 @@ def decode_prior(
         ],
         dim=-1,
     )
+    if static is not None and constants.stereo.persist > 0:  # seen alike from other times: static, persists
+        static = static.reshape(B, V * H * W, 1)
+        if velocity is not None:  # what the motion prior sees moving does not
+            static = static & ~velocity.abs().gt(0).any(-1, keepdim=True)
+        persist = torch.where(static, scales[..., 3:].clamp_min(constants.stereo.persist), scales[..., 3:])
+        scales = torch.cat([scales[..., :3], persist], dim=-1)
     q_l, q_r = torch.nn.functional.normalize(q_l, dim=-1), torch.nn.functional.normalize(q_r, dim=-1)
     if velocity is not None and bool(velocity.any()):  # no partners (moving cameras) or nothing moved: R_v = I
         v_l, v_r, scale_t = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])

@@ -1,0 +1,223 @@
+"""A no-learning correction of each input view's depths by multi-view stereo against the other
+inputs (a plane sweep around the decoded depth, for textured scenes whose cameras move or differ).
+
+Why: on open rigs the network puts far surfaces too near (driving: buildings beyond 15 m at about
+0.8 of their distance, docs/default_model.md, "Driving depth by distance"), and one 64 px view
+cannot tell 20 m from 25 m. A moving car's cameras see the same buildings from places metres
+apart, and a workspace's cameras see the same table from several sides: where a surface is
+textured and static, the depth at which a pixel's patch looks the same from the other inputs is
+its depth. `view_align` does the same for scenes of a subject before a plain background, from
+silhouettes; this module takes the views that have no such background (fewer than
+`min_background` of their pixels of the background colour) and leaves the others alone.
+
+For each such input view i of a window (`stereo_log_scales`):
+1. its *partners* are the nearest `max_partners` other inputs in time, within `max_gap`
+   input-time gaps (the world must look the same; movers do not, and fail step 3), that are
+   *usable* for at least `min_overlap` of its pixels; a partner is usable for a pixel where the
+   pixel's search range lies in its image and spans at least `min_parallax` pixels there (a
+   camera that did not move, or one far away along the ray, constrains nothing);
+2. for `steps` log-scales s in [-search, +search], the pixel's point at exp(s) * depth along its
+   ray is projected into each partner and the partner's colour sampled there; the cost of s is
+   the squared RGB difference averaged over a `patch` x `patch` window of view i and over the
+   partners (a plane sweep whose planes follow the decoded depth, not fronto-parallel planes);
+3. a pixel is *matched* where its best cost is below `max_cost`, below `distinct` times the
+   median cost over the range (a clear minimum, not a flat or repetitive curve) and not at either
+   end of the range; it takes that s;
+4. every pixel that is not on a known ground plane (the ground snapping places those exactly)
+   then takes the median s of the matched pixels in its `fill` x `fill` window, where at least
+   `min_support` of them are matched: matches are noisy pixel by pixel and absent on textureless
+   walls, whose error is the same factor as their neighbours' (a surface's depth is off by a
+   smooth factor).
+
+5. with `persist` > 0, the Gaussians of the pixels matched in step 3 (before the fill) get a
+   temporal scale of at least `persist`: their patch looked the same from other inputs at other
+   times, so the surface is static and should be seen between and beyond those times too, not
+   only near its own view's (a moving car's camera sees each building at one or two input times;
+   the network's Gaussians fade out within a few input gaps). The motion prior leaves them still.
+
+What it cannot do: surfaces that move between the inputs (their costs stay high, so they keep
+the network's depth unless matched neighbours fill them), textureless regions with no matched
+pixel within `fill`, and anything seen by one input alone. `decode_prior` applies it at inference
+only (the network was trained without it), after the view alignment and before the motion prior
+and the ground snapping. Cost: `steps` bilinear samples per pixel and partner (at most
+`max_partners`), and one projection of each pixel's range into every candidate partner.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrm4d_core.cameras import Cameras, project_points
+
+from .motion_prior import _box_mean
+
+__all__ = ["StereoConstants", "stereo_log_scales"]
+
+
+@dataclass(frozen=True)
+class StereoConstants:
+    """Constants of the plane sweep (module docstring). `search` 0 (the default of checkpoints that
+    predate it) turns it off.
+
+    Attributes:
+        search: half-range of the log-depth search around the decoded depth (0.7: factors 0.5-2).
+            The embedded default model uses 0.7 with `persist` 0.5 (docs/default_model.md).
+        steps: depths tried over the range (odd, so that the decoded depth is one of them).
+        max_gap: partners within this many input-time gaps (`prior.input_time_gap`).
+        max_partners: at most this many partners per view, the nearest in time.
+        min_overlap: a partner must be usable (step 1) for at least this share of the view's pixels.
+        min_parallax: pixels the search range must span in a partner's image.
+        patch: side of the window over which costs are averaged (odd).
+        max_cost: a match's cost (squared RGB difference summed over channels) must be below this.
+        distinct: ... and below this share of the median cost over the range.
+        fill: window of the median over matched pixels (odd; 1: matched pixels only, unsmoothed).
+        min_support: matched pixels a window needs for its median to be used.
+        min_background: views with at least this share of background-coloured pixels are left to
+            the view alignment.
+        persist: 0, or the temporal scale (model time) that a matched pixel's Gaussian gets at
+            least: its patch looked the same from other inputs at other times, so it is static
+            and should be seen at the times between and beyond them too, not only near its own.
+    """
+
+    search: float = 0.0
+    steps: int = 29
+    max_gap: float = 10.0
+    max_partners: int = 4
+    min_overlap: float = 0.1
+    min_parallax: float = 2.0
+    patch: int = 5
+    max_cost: float = 0.02
+    distinct: float = 0.5
+    fill: int = 9
+    min_support: int = 5
+    min_background: float = 0.25
+    persist: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.search < 0 or self.steps < 3 or self.steps % 2 == 0 or self.max_gap < 0 or self.max_partners < 1 \
+                or self.min_parallax < 0 or self.patch < 1 or self.patch % 2 == 0 or self.max_cost <= 0 \
+                or not 0 < self.distinct <= 1 or self.fill < 1 or self.fill % 2 == 0 or self.min_support < 1 \
+                or not 0 <= self.min_background <= 1 or self.persist < 0 \
+                or not 0 <= self.min_overlap <= 1:
+            raise ValueError(f"invalid stereo constants {self}")
+
+
+def _usable(ends: Tensor, partners: Cameras, constants: StereoConstants) -> Tensor:
+    """Whether each partner is usable for each pixel [P, H, W] (step 1): both ends of the pixel's
+    search range, `ends` [2, H, W, 3], in its image and in front of it, `min_parallax` pixels
+    apart there."""
+    _, H, W, _ = ends.shape
+    P = len(partners)
+    uv, z = project_points(ends.reshape(1, 2 * H * W, 3).expand(P, -1, -1), partners)
+    uv, z = uv.reshape(P, 2, H, W, 2), z.reshape(P, 2, H, W)
+    inside = ((uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (z > 0)).all(1)
+    parallax = (uv[:, 1] - uv[:, 0]).norm(dim=-1)
+    return inside & torch.isfinite(parallax) & (parallax >= constants.min_parallax)
+
+
+def _sweep_costs(image: Tensor, partner_images: Tensor, origin: Tensor, rays: Tensor, lengths: Tensor,
+                 partners: Cameras, constants: StereoConstants) -> Tensor:
+    """Cost [P, S, H, W] of each log-scale in each partner (step 2). Args: image [3, H, W];
+    partner_images [P, 3, H, W]; origin [3] view i's centre; rays [H, W, 3] its pixels' rays
+    scaled by their decoded depth; lengths [S] the factors exp(s).
+
+    The point at factor l projects to K (o_j + l r_j) / z in partner j (o_j, r_j: the centre and the
+    ray in j's camera frame), linear in l before the division: one projection per pixel, not per
+    depth."""
+    P, _, H, W = partner_images.shape
+    S = lengths.shape[0]
+    w2c = partners.world_to_cam.to(rays)
+    K = partners.K.to(rays)
+    KR = K @ w2c[:, :3, :3]  # [P, 3, 3]
+    at_origin = (KR @ origin[:, None])[..., 0] + (K @ w2c[:, :3, 3:])[..., 0]  # [P, 3]
+    along = rays.reshape(1, H * W, 3) @ KR.transpose(-1, -2)  # [P, HW, 3]
+    uvw = at_origin[:, None, None] + lengths[None, :, None, None] * along[:, None]  # [P, S, HW, 3]
+    uv = uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
+    grid = (torch.stack([uv[..., 0] / W, uv[..., 1] / H], -1) * 2 - 1).reshape(P, S * H, W, 2)
+    sampled = F.grid_sample(partner_images, grid.to(partner_images), mode="bilinear", padding_mode="border",
+                            align_corners=False).reshape(P, 3, S, H, W)
+    diff = ((sampled - image[None, :, None]) ** 2).sum(1)  # [P, S, H, W]
+    return _box_mean(diff, constants.patch)
+
+
+def _median_fill(log_s: Tensor, matched: Tensor, constants: StereoConstants) -> tuple[Tensor, Tensor]:
+    """Step 4: the median log-scale of the matched pixels in each pixel's window [H, W] and where at
+    least `min_support` of them are matched [H, W]."""
+    H, W = log_s.shape
+    size = constants.fill
+    grid = torch.where(matched, log_s, torch.full_like(log_s, math.nan))[None, None]
+    windows = F.unfold(F.pad(grid, (size // 2,) * 4, value=math.nan), size)[0]  # [size^2, H*W]
+    support = (~torch.isnan(windows)).sum(0).reshape(H, W)
+    median = windows.nanmedian(0).values.reshape(H, W)
+    return torch.nan_to_num(median), support >= constants.min_support
+
+
+@torch.no_grad()
+def stereo_log_scales(
+    images: Tensor,
+    depth: Tensor,
+    ray_origins: Tensor,
+    ray_directions: Tensor,
+    cameras: Cameras,
+    times: Tensor,
+    gap: Tensor,
+    background: Tensor,
+    keep: Tensor,
+    constants: StereoConstants,
+) -> tuple[Tensor, Tensor]:
+    """([B, V, H*W] log-scale of each pixel's depth, 0 where it keeps the decoded depth; [B, V, H*W]
+    bool, the pixels matched in step 3, which look static; module docstring).
+
+    Args:
+        images: [B, V, 3, H, W] in [0, 1]; depth: [B, V*H*W, 1] decoded depth along the rays;
+        ray_origins, ray_directions: [B, V*H*W, 3]; cameras: B*V cameras in the same frame;
+        times: [B, V]; gap: [B] input-time spacing.
+        background: [B, V, H, W] bool, pixels of the background colour.
+        keep: [B, V, H, W] bool, pixels left as they are (on a known ground plane).
+    """
+    B, V, _, H, W = images.shape
+    out = torch.zeros(B, V, H * W, dtype=depth.dtype, device=depth.device)
+    static = torch.zeros(B, V, H * W, dtype=torch.bool, device=depth.device)
+    if constants.search <= 0 or V < 2:
+        return out, static
+    log_s = torch.linspace(-constants.search, constants.search, constants.steps, dtype=depth.dtype, device=depth.device)
+    gain = torch.exp(log_s)[:, None, None, None]  # [S, 1, 1, 1]
+    d = depth.reshape(B, V, H, W, 1)
+    o, r = ray_origins.reshape(B, V, H, W, 3), ray_directions.reshape(B, V, H, W, 3)
+    textured = background.reshape(B, V, -1).float().mean(-1) < constants.min_background
+    for b in range(B):
+        for i in range(V):
+            if not bool(textured[b, i]):
+                continue
+            dt = (times[b] - times[b, i]).abs()
+            near = torch.nonzero((dt <= constants.max_gap * gap[b] + 1e-6) & (torch.arange(V, device=dt.device) != i)).flatten()
+            if near.numel() == 0:
+                continue
+            ends = o[b, i] + gain[[0, -1]] * d[b, i] * r[b, i]  # [2, H, W, 3]: the range's ends
+            usable = _usable(ends, cameras[b * V + near], constants)
+            share = usable.flatten(1).float().mean(-1)
+            order = [int(k) for k in torch.argsort(dt[near]) if share[k] >= constants.min_overlap][: constants.max_partners]
+            if not order:
+                continue
+            partners = near[order]
+            costs = _sweep_costs(images[b, i].to(depth), images[b, partners].to(depth), o[b, i, 0, 0],
+                                 d[b, i] * r[b, i], gain.flatten(), cameras[b * V + partners], constants)
+            chosen = usable[order]
+            count = chosen.sum(0)
+            cost = (costs * chosen[:, None]).sum(0) / count.clamp_min(1)[None]  # [S, H, W]
+            best, k = cost.min(0)
+            matched = (count > 0) & (best < constants.max_cost) & (best < constants.distinct * cost.median(0).values) \
+                & (k > 0) & (k < constants.steps - 1)
+            matched = matched & ~keep[b, i]
+            static[b, i] = matched.flatten()
+            scale = log_s[k]
+            if constants.fill > 1:
+                scale, supported = _median_fill(scale, matched, constants)
+                matched = supported
+            out[b, i] = torch.where(matched & ~keep[b, i], scale, torch.zeros_like(scale)).flatten()
+    return out, static
