@@ -70,6 +70,25 @@ def test_a_view_decoded_too_near_gets_its_depth_back():
     assert static[1][middle].float().mean() > 0.9
 
 
+def test_smoothing_turns_a_jump_in_the_corrections_into_a_ramp():
+    """The middle view decoded at 0.8 of the truth on its left half only: without `smooth` its
+    corrections step from log 1.25 to 0 within a few columns (by 0.1 at once); with a 9-pixel
+    window no two neighbours differ by more than a ninth of log 1.25 (a ramp), and the halves'
+    interiors keep their corrections."""
+    cams = _cameras([-1.0, 0.0, 1.0])
+    images, depth, o, d = _wall(cams)
+    off = np.ones_like(depth)
+    off[1, :, : SIZE // 2] = 0.8
+    rows = slice(12, -12)
+    sharp, _ = _run(images, depth * off, o, d, cams)
+    smooth, _ = _run(images, depth * off, o, d, cams, constants=StereoConstants(search=0.7, smooth=9))
+    step = lambda f: f[1, rows, 10:-10].diff(dim=-1).abs().amax()  # noqa: E731
+    assert step(sharp) > 0.08
+    assert step(smooth) < math.log(1.25) / 9 + 0.005
+    assert (smooth[1, rows, 10:16] - math.log(1.25)).abs().le(0.05).float().mean() > 0.9
+    assert smooth[1, rows, 32:38].abs().le(0.05).float().mean() > 0.9
+
+
 def test_cameras_that_did_not_move_constrain_nothing():
     """Three views from one place (a parked car): no parallax, every depth kept."""
     cams = _cameras([0.0, 0.0, 0.0])

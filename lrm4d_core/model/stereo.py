@@ -27,9 +27,12 @@ For each such input view i of a window (`stereo_log_scales`):
    then takes the median s of the matched pixels in its `fill` x `fill` window, where at least
    `min_support` of them are matched: matches are noisy pixel by pixel and absent on textureless
    walls, whose error is the same factor as their neighbours' (a surface's depth is off by a
-   smooth factor).
-
-5. with `persist` > 0, the Gaussians of the pixels matched in step 3 (before the fill) get a
+   smooth factor);
+5. the corrections (0 where there is none, and on the ground) are averaged over a `smooth` x
+   `smooth` window: the network chose each pixel's colour for the way its Gaussian overlaps its
+   neighbours' in its own view, which depends on their depth order; a correction that jumps from
+   one pixel to the next reorders them and blurs the view's own re-render;
+6. with `persist` > 0, the Gaussians of the pixels matched in step 3 (before the fill) get a
    temporal scale of at least `persist`: their patch looked the same from other inputs at other
    times, so the surface is static and should be seen between and beyond those times too, not
    only near its own view's (a moving car's camera sees each building at one or two input times;
@@ -77,6 +80,7 @@ class StereoConstants:
         distinct: ... and below this share of the median cost over the range.
         fill: window of the median over matched pixels (odd; 1: matched pixels only, unsmoothed).
         min_support: matched pixels a window needs for its median to be used.
+        smooth: window of the mean over the corrections (odd; 1: none; step 5).
         min_background: views with at least this share of background-coloured pixels are left to
             the view alignment.
         persist: 0, or the temporal scale (model time) that a matched pixel's Gaussian gets at
@@ -95,6 +99,7 @@ class StereoConstants:
     distinct: float = 0.5
     fill: int = 9
     min_support: int = 5
+    smooth: int = 1
     min_background: float = 0.25
     persist: float = 0.0
 
@@ -102,6 +107,7 @@ class StereoConstants:
         if self.search < 0 or self.steps < 3 or self.steps % 2 == 0 or self.max_gap < 0 or self.max_partners < 1 \
                 or self.min_parallax < 0 or self.patch < 1 or self.patch % 2 == 0 or self.max_cost <= 0 \
                 or not 0 < self.distinct <= 1 or self.fill < 1 or self.fill % 2 == 0 or self.min_support < 1 \
+                or self.smooth < 1 or self.smooth % 2 == 0 \
                 or not 0 <= self.min_background <= 1 or self.persist < 0 \
                 or not 0 <= self.min_overlap <= 1:
             raise ValueError(f"invalid stereo constants {self}")
@@ -219,5 +225,9 @@ def stereo_log_scales(
             if constants.fill > 1:
                 scale, supported = _median_fill(scale, matched, constants)
                 matched = supported
-            out[b, i] = torch.where(matched & ~keep[b, i], scale, torch.zeros_like(scale)).flatten()
+            field = torch.where(matched & ~keep[b, i], scale, torch.zeros_like(scale))
+            if constants.smooth > 1:
+                field = _box_mean(field[None], constants.smooth)[0]
+                field = torch.where(keep[b, i], torch.zeros_like(field), field)
+            out[b, i] = field.flatten()
     return out, static
