@@ -215,11 +215,11 @@ def test_motion_constants_round_trip_through_the_checkpoint_config():
 
 
 def test_box_mean_matches_average_pooling_with_clipped_windows():
-    from lrm4d_core.model.motion_prior import _box_mean
+    from lrm4d_core.model.windows import box_mean
 
     x = torch.rand(2, 5, 9, 11) * 10
     reference = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
-    assert torch.allclose(_box_mean(x, 5), reference, atol=1e-5)
+    assert torch.allclose(box_mean(x, 5), reference, atol=1e-5)
 
 
 def test_node_parameter_overrides_the_checkpoints_motion_prior(tmp_path):

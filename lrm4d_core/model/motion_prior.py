@@ -48,6 +48,8 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras, project_points
 from lrm4d_core.gaussians import factor_rotation_4d, left_isoclinic
 
+from .windows import box_mean
+
 __all__ = ["MotionPriorConstants", "partner_views", "matched_velocity", "velocity_rotation", "quaternion_multiply"]
 
 
@@ -141,22 +143,6 @@ def _lift(uv: Tensor, z: Tensor, cameras: Cameras) -> Tensor:
     return cam @ c2w[:, :3, :3].transpose(-1, -2) + c2w[:, None, :3, 3]
 
 
-def _box_mean(x: Tensor, size: int) -> Tensor:
-    """Mean over the size x size window around each pixel of x [..., H, W] (windows clipped at the
-    border), by cumulative sums: a pooling layer over hundreds of cost planes is the slowest part
-    of matching on a CPU."""
-    half = size // 2
-
-    def along(t: Tensor, dim: int) -> Tensor:
-        c = F.pad(t, (half, half) if dim == -1 else (0, 0, half, half)).cumsum(dim)
-        c = F.pad(c, (1, 0) if dim == -1 else (0, 0, 1, 0))
-        n = c.shape[dim]
-        return c.narrow(dim, size, n - size) - c.narrow(dim, 0, n - size)
-
-    count = along(along(x.new_ones(x.shape[-2:]), -2), -1)
-    return along(along(x, -2), -1) / count
-
-
 def _best_offsets(image: Tensor, warped: Tensor, valid: Tensor, constants: MotionPriorConstants) -> tuple[Tensor, Tensor]:
     """Offset [C, H, W, 2] (dx, dy; sub-pixel by a parabola through the best integer cost and its
     neighbours) of the best patch match of `image` in `warped` (both [C, 3, H, W]; `valid`
@@ -170,7 +156,7 @@ def _best_offsets(image: Tensor, warped: Tensor, valid: Tensor, constants: Motio
         rows = padded[:, :, dy:dy + H]  # [C, 3, H, W + 2r]
         shifted = rows.unfold(-1, W, 1)  # [C, 3, H, n, W]: shifted[..., dx, x] = rows[..., x + dx]
         diff = ((image[:, :, :, None] - shifted) ** 2).sum(1).clamp_max(big)  # [C, H, n, W]
-        costs[:, dy * n:(dy + 1) * n] = _box_mean(diff.transpose(1, 2), constants.patch)
+        costs[:, dy * n:(dy + 1) * n] = box_mean(diff.transpose(1, 2), constants.patch)
     best_cost, best = costs.min(1)
     zero = (n * n) // 2
     zero_cost = costs[:, zero]

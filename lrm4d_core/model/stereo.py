@@ -57,7 +57,7 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, project_points
 
-from .motion_prior import _box_mean
+from .windows import box_mean
 
 __all__ = ["StereoConstants", "stereo_log_scales"]
 
@@ -69,7 +69,8 @@ class StereoConstants:
 
     Attributes:
         search: half-range of the log-depth search around the decoded depth (0.7: factors 0.5-2).
-            The embedded default model uses 0.7 with `persist` 0.5 (docs/default_model.md).
+            The embedded default model uses 0.7 with `persist` 0.5 and `smooth` 9
+            (docs/default_model.md).
         steps: depths tried over the range (odd, so that the decoded depth is one of them).
         max_gap: partners within this many input-time gaps (`prior.input_time_gap`).
         max_partners: at most this many partners per view, the nearest in time.
@@ -148,7 +149,7 @@ def _sweep_costs(image: Tensor, partner_images: Tensor, origin: Tensor, rays: Te
     sampled = F.grid_sample(partner_images, grid.to(partner_images), mode="bilinear", padding_mode="border",
                             align_corners=False).reshape(P, 3, S, H, W)
     diff = ((sampled - image[None, :, None]) ** 2).sum(1)  # [P, S, H, W]
-    return _box_mean(diff, constants.patch)
+    return box_mean(diff, constants.patch)
 
 
 def _median_fill(log_s: Tensor, matched: Tensor, constants: StereoConstants) -> tuple[Tensor, Tensor]:
@@ -227,7 +228,7 @@ def stereo_log_scales(
                 matched = supported
             field = torch.where(matched & ~keep[b, i], scale, torch.zeros_like(scale))
             if constants.smooth > 1:
-                field = _box_mean(field[None], constants.smooth)[0]
+                field = box_mean(field[None], constants.smooth)[0]
                 field = torch.where(keep[b, i], torch.zeros_like(field), field)
             out[b, i] = field.flatten()
     return out, static
