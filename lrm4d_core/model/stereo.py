@@ -69,7 +69,7 @@ class StereoConstants:
 
     Attributes:
         search: half-range of the log-depth search around the decoded depth (0.7: factors 0.5-2).
-            The embedded default model uses 0.7 with `persist` 0.5 and `smooth` 9
+            The embedded default model uses 0.7 with `persist` 0.3 and `smooth` 9
             (docs/default_model.md).
         steps: depths tried over the range (odd, so that the decoded depth is one of them).
         max_gap: partners within this many input-time gaps (`prior.input_time_gap`).
