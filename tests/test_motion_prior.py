@@ -23,7 +23,6 @@ from lrm4d_core.model.motion_prior import (
     velocity_rotation,
 )
 from lrm4d_core.train.losses import implied_velocity
-from ros2_lrm4d.params import NodeParams
 
 
 def _cams(poses, size=32, f=32.0) -> Cameras:
@@ -222,18 +221,12 @@ def test_box_mean_matches_average_pooling_with_clipped_windows():
     assert torch.allclose(box_mean(x, 5), reference, atol=1e-5)
 
 
-def test_node_parameter_overrides_the_checkpoints_motion_prior(tmp_path):
+def test_node_parameter_overrides_the_checkpoints_motion_prior(backend_priors):
     """`motion_prior_radius`: -1 keeps what the checkpoint records, 0 turns it off, N sets the
     radius and keeps the checkpoint's other motion constants; < -1 is refused."""
-    from lrm4d_core.io.checkpoint import save_checkpoint
-    from ros2_lrm4d.backend import make_backend
     from ros2_lrm4d.params import params_from_values
 
-    path = tmp_path / "m.safetensors"
-    torch.manual_seed(0)
-    save_checkpoint(path, LRM4D(preset("tiny", image_size=(32, 32), prior={"motion": {"radius": 6, "patch": 3}})))
-    radius = {r: make_backend(NodeParams(checkpoint=str(path), motion_prior_radius=r, device="cpu"), offline=True).model.config.prior.motion
-              for r in (-1, 0, 4)}
+    radius = {r: p.motion for r, p in backend_priors({"motion": {"radius": 6, "patch": 3}}, "motion_prior_radius", (-1, 0, 4)).items()}
     assert radius[-1] == MotionPriorConstants(radius=6, patch=3)
     assert radius[0].radius == 0 and radius[4] == MotionPriorConstants(radius=4, patch=3)
     with pytest.raises(ValueError, match="motion_prior_radius"):

@@ -157,21 +157,12 @@ def test_constants_are_checked():
     assert PriorConstants(stereo={"search": 0.5}).stereo == StereoConstants(search=0.5)
 
 
-def test_node_parameter_overrides_the_checkpoints_stereo(tmp_path):
+def test_node_parameter_overrides_the_checkpoints_stereo(backend_priors):
     """`stereo_search`: -1 keeps what the checkpoint records, 0 turns the plane sweep off, x sets
     the range and keeps the checkpoint's other constants; other values are refused."""
-    from lrm4d_core.io.checkpoint import save_checkpoint
-    from lrm4d_core.model.config import preset
-    from lrm4d_core.model.lrm4d import LRM4D
-    from ros2_lrm4d.backend import make_backend
-    from ros2_lrm4d.params import NodeParams, params_from_values
+    from ros2_lrm4d.params import params_from_values
 
-    path = tmp_path / "m.safetensors"
-    torch.manual_seed(0)
-    save_checkpoint(path, LRM4D(preset("tiny", image_size=(32, 32), prior={"stereo": {"search": 0.7, "persist": 2.0},
-                                                                             "align": {"search": 0.3}})))
-    got = {s: make_backend(NodeParams(checkpoint=str(path), stereo_search=s, device="cpu"), offline=True).model.config.prior
-           for s in (-1.0, 0.0, 0.4)}
+    got = backend_priors({"stereo": {"search": 0.7, "persist": 2.0}, "align": {"search": 0.3}}, "stereo_search", (-1.0, 0.0, 0.4))
     assert got[-1.0].stereo == StereoConstants(search=0.7, persist=2.0)
     assert got[0.0].stereo.search == 0 and got[0.4].stereo == StereoConstants(search=0.4, persist=2.0)
     assert all(p.align.search == 0.3 for p in got.values())  # the view alignment is left as recorded

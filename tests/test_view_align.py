@@ -216,21 +216,13 @@ def test_align_constants_round_trip_through_the_checkpoint_config():
     assert ModelConfig.from_dict(legacy).prior.align.search == 0
 
 
-def test_node_parameter_overrides_the_checkpoints_alignment(tmp_path):
+def test_node_parameter_overrides_the_checkpoints_alignment(backend_priors):
     """`view_align_search`: -1 keeps what the checkpoint records, 0 turns the alignment off, x sets
     the range and keeps the checkpoint's other constants; other values are refused."""
-    from lrm4d_core.io.checkpoint import save_checkpoint
-    from lrm4d_core.model.config import preset
-    from lrm4d_core.model.lrm4d import LRM4D
-    from ros2_lrm4d.backend import make_backend
-    from ros2_lrm4d.params import NodeParams, params_from_values
+    from ros2_lrm4d.params import params_from_values
 
-    path = tmp_path / "m.safetensors"
-    torch.manual_seed(0)
-    save_checkpoint(path, LRM4D(preset("tiny", image_size=(32, 32), prior={"align": {"search": 0.3, "carve": 0.3},
-                                                                             "motion": {"radius": 6}})))
-    got = {s: make_backend(NodeParams(checkpoint=str(path), view_align_search=s, device="cpu"), offline=True).model.config.prior
-           for s in (-1.0, 0.0, 0.2)}
+    got = backend_priors({"align": {"search": 0.3, "carve": 0.3}, "motion": {"radius": 6}}, "view_align_search",
+                         (-1.0, 0.0, 0.2))
     assert got[-1.0].align == ViewAlignConstants(search=0.3, carve=0.3)
     assert got[0.0].align.search == 0 and got[0.2].align == ViewAlignConstants(search=0.2, carve=0.3)
     assert all(p.motion.radius == 6 for p in got.values())  # the motion prior is left as recorded
