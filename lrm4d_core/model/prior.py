@@ -282,10 +282,9 @@ def decode_prior(
         dim=-1,
     )
     if static is not None and constants.stereo.persist > 0:  # seen alike from other times: static, persists
-        static = static.reshape(B, V * H * W, 1)
-        if velocity is not None:  # what the motion prior sees moving does not
-            static = static & ~velocity.abs().gt(0).any(-1, keepdim=True)
-        persist = torch.where(static, scales[..., 3:].clamp_min(constants.stereo.persist), scales[..., 3:])
+        # (the motion prior gave these pixels no velocity: `still` above)
+        persist = torch.where(static.reshape(B, V * H * W, 1), scales[..., 3:].clamp_min(constants.stereo.persist),
+                              scales[..., 3:])
         scales = torch.cat([scales[..., :3], persist], dim=-1)
     q_l, q_r = torch.nn.functional.normalize(q_l, dim=-1), torch.nn.functional.normalize(q_r, dim=-1)
     if velocity is not None and bool(velocity.any()):  # no partners (moving cameras) or nothing moved: R_v = I
