@@ -71,6 +71,8 @@ def _local_backend(params: NodeParams) -> Backend:
         prior["align"] = {"search": params.view_align_search}
     if params.stereo_search >= 0:
         prior["stereo"] = {"search": params.stereo_search}
+    if params.time_carve_width >= 0:
+        prior["carve"] = {"width": params.time_carve_width}
     overrides = {"prior": prior} if prior else {}
     if checkpoint is None:
         log.warning("no checkpoint given and no embedded default model found: using UNTRAINED tiny weights")

@@ -51,6 +51,7 @@ class NodeParams:
     motion_prior_radius: int = -1
     view_align_search: float = -1.0
     stereo_search: float = -1.0
+    time_carve_width: float = -1.0
     device: str = "auto"
     remote_address: str = "localhost:50051"
     remote_token_file: str = ""
@@ -108,6 +109,8 @@ class NodeParams:
             problems.append("view_align_search must be -1 (the checkpoint's), 0 (off) or a log-scale range in (0, 1]")
         if not (self.stereo_search == -1 or 0 <= self.stereo_search <= 2):
             problems.append("stereo_search must be -1 (the checkpoint's), 0 (off) or a log-scale range in (0, 2]")
+        if not (self.time_carve_width == -1 or 0 <= self.time_carve_width <= 2):
+            problems.append("time_carve_width must be -1 (the checkpoint's), 0 (off) or a width in (0, 2]")
         if self.dynamic_speed_threshold < 0 or self.motion_voxel_m <= 0 or self.max_motion_markers < 0:
             problems.append("need dynamic_speed_threshold >= 0, motion_voxel_m > 0 and max_motion_markers >= 0")
         if self.queue_size < 1 or self.qos_depth < 1:
@@ -199,6 +202,7 @@ PARAM_DOCS: dict[str, str] = {
     "motion_prior_radius": "local backend: search radius (model pixels) of the model's block-matching motion prior; -1 = the checkpoint's (the embedded default: 8), 0 = off (saves its cost on static rigs)",
     "view_align_search": "local backend: log-scale range over which each input view's depths are fitted to the other views' silhouettes (object-centric rigs with a plain background); -1 = the checkpoint's (the embedded default: 0.3), 0 = off (e.g. an inward rig whose background has the model's background colour but is not empty)",
     "stereo_search": "local backend: log-scale range of the plane sweep that corrects the depths of textured input views (no plain background) where other inputs see the same patch, and keeps what it matched visible over the window (static); -1 = the checkpoint's (the embedded default: 0.7), 0 = off (e.g. to save its cost on a slow CPU)",
+    "time_carve_width": "local backend: a Gaussian that another input, at another time, sees through (or, from nearly the same viewpoint, sees in another colour) fades out before that time: its temporal scale is at most this times its distance in time to that input; -1 = the checkpoint's (the embedded default: 0.5), 0 = off",
     "device": "auto, cpu, cuda or cuda:N (local backend)",
     "remote_address": "host:port of lrm4d serve (remote backend)",
     "remote_token_file": "file holding the bearer token for the remote backend",

@@ -57,7 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def backend_priors(tmp_path):
     """run(recorded, parameter, values) -> {value: PriorConstants}: the prior constants the local
     backend ends up with for each value of one node parameter (`motion_prior_radius`,
-    `view_align_search`, `stereo_search`), loading a tiny checkpoint whose config records
+    `view_align_search`, `stereo_search`, `time_carve_width`), loading a tiny checkpoint whose config records
     `recorded` as its `prior`: how the node's parameters override what a checkpoint records."""
     import torch
 

@@ -200,7 +200,7 @@ class ModelConfig:
             overrides["activation"] = dataclasses.replace(self.activation, **overrides["activation"])
         if isinstance(overrides.get("prior"), dict):
             prior = dict(overrides["prior"])
-            for name in ("motion", "align", "stereo"):  # a partial override keeps the other constants of that prior
+            for name in ("motion", "align", "stereo", "carve"):  # a partial override keeps the other constants of that prior
                 if isinstance(prior.get(name), dict):
                     prior[name] = dataclasses.replace(getattr(self.prior, name), **prior[name])
             overrides["prior"] = dataclasses.replace(self.prior, **prior)

@@ -20,6 +20,10 @@ predicts corrections:
     colour    = pixel_rgb + SH_C0 * g_rgb                    (i.e. f_dc = pixel f_dc + g_rgb)
     scale_xyz = footprint_scale * footprint * exp(g_scale)   (footprint = depth / focal: one pixel)
     scale_t   = time_width * gap * exp(g_scale_t)
+    carve     = at inference with `constants.carve` on, scale_t at most `width` times the distance
+                in time to the nearest other input that sees through the Gaussian there (or, from
+                nearly the same viewpoint, sees another colour): it was not there then
+                (`model.time_carve`; the stereo's static pixels excepted)
     rotation  = normalize(q_l), normalize(q_r) around the identity (head bias)
     opacity   = sigmoid(g_opacity + logit(prior opacity))    (background-coloured pixels: near 0)
     motion    = R4 = R_v R(q_l, q_r): where `constants.motion` is on, the rotation that makes the
@@ -55,6 +59,7 @@ from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
 from .motion_prior import MotionPriorConstants, matched_velocity, partner_views, quaternion_multiply, velocity_rotation
 from .stereo import StereoConstants, stereo_log_scales
+from .time_carve import TimeCarveConstants, carved_time_scales
 from .view_align import ViewAlignConstants, view_scales
 
 __all__ = ["PriorConstants", "inward_mask", "depth_prior", "input_time_gap", "ray_ground_hit", "snap_to_ground",
@@ -85,6 +90,9 @@ class PriorConstants:
             (`model.view_align`; search 0, the default of checkpoints that predate it, turns it off).
         stereo: the plane-sweep correction of textured views' depths, at inference
             (`model.stereo`; search 0, the default of checkpoints that predate it, turns it off).
+        carve: the limit on how long a Gaussian that other inputs see through is seen, at
+            inference (`model.time_carve`; width 0, the default of checkpoints that predate it,
+            turns it off).
     """
 
     footprint_scale: float = 0.7
@@ -101,6 +109,7 @@ class PriorConstants:
     ground_snap: float = 0.0
     align: ViewAlignConstants = field(default_factory=ViewAlignConstants)
     stereo: StereoConstants = field(default_factory=StereoConstants)
+    carve: TimeCarveConstants = field(default_factory=TimeCarveConstants)
 
     def __post_init__(self) -> None:
         if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
@@ -109,6 +118,8 @@ class PriorConstants:
             object.__setattr__(self, "align", ViewAlignConstants(**self.align))
         if isinstance(self.stereo, dict):
             object.__setattr__(self, "stereo", StereoConstants(**self.stereo))
+        if isinstance(self.carve, dict):
+            object.__setattr__(self, "carve", TimeCarveConstants(**self.carve))
         positive = min(self.footprint_scale, self.time_width, self.dome_radius) > 0
         if not 0 < self.near < self.far or not 0 < self.opacity < 1 or not positive or not 0 <= self.ground_snap < 1:
             raise ValueError(f"invalid prior constants {self}")
@@ -286,6 +297,12 @@ def decode_prior(
         persist = torch.where(static.reshape(B, V * H * W, 1), scales[..., 3:].clamp_min(constants.stereo.persist),
                               scales[..., 3:])
         scales = torch.cat([scales[..., :3], persist], dim=-1)
+    if inference and constants.carve.width > 0:  # what another input sees through at its time fades before it
+        carved = carved_time_scales(xyz.detach(), None if velocity is None else velocity.detach(), mu_t.detach()[..., 0],
+                                    scales[..., 3].detach(), images, is_background.reshape(B, V, H, W), cameras, times,
+                                    input_time_gap(times), constants.carve,
+                                    keep=None if static is None else static.reshape(B, V * H * W))
+        scales = torch.cat([scales[..., :3], torch.minimum(scales[..., 3:], carved[..., None].to(scales))], dim=-1)
     q_l, q_r = torch.nn.functional.normalize(q_l, dim=-1), torch.nn.functional.normalize(q_r, dim=-1)
     if velocity is not None and bool(velocity.any()):  # no partners (moving cameras) or nothing moved: R_v = I
         v_l, v_r, scale_t = velocity_rotation(velocity, scales[..., :3].mean(-1), scales[..., 3])
