@@ -38,9 +38,9 @@ What it cannot do: a Gaussian no other input sees (occluded, out of their images
 time range) keeps its extent, and so does one whose ghost falls on a surface of the same colour.
 `decode_prior` applies it at inference only, after every depth and velocity is fixed (the view
 alignment, the stereo, the motion prior, the ground snapping), before the temporal scales turn
-with the velocities. Cost: three projections of every Gaussian into each witness (at most
-2 `max_gap` of them; one without `steady`) and one lookup there: within the noise of
-`bench/pipeline.py`.
+with the velocities. Cost: one projection of every Gaussian into each witness (at most
+2 `max_gap` of them) and one lookup there, and two more projections where the steady rule could
+decide.
 """
 
 from __future__ import annotations
@@ -160,13 +160,17 @@ def carved_time_scales(
             inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (z > 0)
             seen = _lookup(maps[witnesses], uv)  # [P, N, 4]
             differs = (seen[..., 1:] - colours[b, j][None]).abs().amax(-1) > constants.colour
-            through = z < (1 - constants.margin) * seen[..., 0]
-            if constants.steady > 0:
-                ray = pts[b, j] - cams.cam_to_world[j, :3, 3].to(pts)  # from j's centre
-                ends = [project_points(at + (sign * constants.depth_error) * ray[None], cams[witnesses])[0] for sign in (-1, 1)]
-                steady = (ends[1] - ends[0]).norm(dim=-1) < constants.steady
-                through = through | (steady & (z < (1 + constants.margin) * seen[..., 0]))
-            through = inside & differs & through
+            through = inside & differs & (z < (1 - constants.margin) * seen[..., 0])
+            if constants.steady > 0:  # the steady rule, only where it could add something
+                maybe = inside & differs & ~through & (z < (1 + constants.margin) * seen[..., 0])
+                w, n = maybe.nonzero(as_tuple=True)
+                if len(w):
+                    ray = (pts[b, j, n] - cams.cam_to_world[j, :3, 3].to(pts))[:, None]  # from j's centre
+                    each = cams[witnesses[w]]  # one camera per candidate
+                    ends = [project_points(at[w, n][:, None] + (sign * constants.depth_error) * ray, each)[0]
+                            for sign in (-1, 1)]
+                    steady = (ends[1] - ends[0])[:, 0].norm(dim=-1) < constants.steady
+                    through[w[steady], n[steady]] = True
             limit = torch.where(through, constants.width * lag.abs(), torch.full_like(lag, math.inf)).amin(0)
             if keep is not None:
                 limit = torch.where(keep.reshape(B, V, N)[b, j], torch.full_like(limit, math.inf), limit)
