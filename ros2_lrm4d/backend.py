@@ -64,15 +64,7 @@ def _local_backend(params: NodeParams) -> Backend:
 
     device = None if params.device == "auto" else params.device
     checkpoint = params.checkpoint or default_checkpoint()
-    prior: dict = {}  # node parameters that override the checkpoint's no-learning priors
-    if params.motion_prior_radius >= 0:
-        prior["motion"] = {"radius": params.motion_prior_radius}
-    if params.view_align_search >= 0:
-        prior["align"] = {"search": params.view_align_search}
-    if params.stereo_search >= 0:
-        prior["stereo"] = {"search": params.stereo_search}
-    if params.time_carve_width >= 0:
-        prior["carve"] = {"width": params.time_carve_width}
+    prior = params.prior_overrides()  # node parameters that override the checkpoint's no-learning priors
     overrides = {"prior": prior} if prior else {}
     if checkpoint is None:
         log.warning("no checkpoint given and no embedded default model found: using UNTRAINED tiny weights")

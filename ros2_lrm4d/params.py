@@ -19,8 +19,29 @@ from lrm4d_core.argtypes import parse_color
 from lrm4d_core.pipeline import PipelineConfig, VirtualCamera
 from lrm4d_core.stream import WindowConfig
 
-__all__ = ["NodeParams", "PARAM_DOCS", "ParamDeclaration", "parameter_declarations", "params_from_values",
-           "load_params_file", "forecast_topic_suffix"]
+__all__ = ["NodeParams", "PARAM_DOCS", "PRIOR_OVERRIDES", "PriorOverride", "ParamDeclaration", "parameter_declarations",
+           "params_from_values", "load_params_file", "forecast_topic_suffix"]
+
+
+@dataclass(frozen=True)
+class PriorOverride:
+    """A node parameter that overrides one constant of a no-learning prior a checkpoint records
+    (`lrm4d_core.model.prior.PriorConstants`): -1 keeps the checkpoint's, 0 turns the prior off,
+    a value in (0, `upper`] (no bound: None) sets that constant and keeps the prior's others."""
+
+    prior: str
+    key: str
+    meaning: str
+    upper: float | None
+
+
+# One entry per prior the node can switch without a new checkpoint (the local backend applies them).
+PRIOR_OVERRIDES: dict[str, PriorOverride] = {
+    "motion_prior_radius": PriorOverride("motion", "radius", "a radius in pixels", None),
+    "view_align_search": PriorOverride("align", "search", "a log-scale range", 1.0),
+    "stereo_search": PriorOverride("stereo", "search", "a log-scale range", 2.0),
+    "time_carve_width": PriorOverride("carve", "width", "a width", 2.0),
+}
 
 
 @dataclass(frozen=True)
@@ -103,14 +124,11 @@ class NodeParams:
             problems.append("diagnostics_period_s must be > 0")
         if self.max_image_pixels < 1:
             problems.append("max_image_pixels must be >= 1")
-        if self.motion_prior_radius < -1:
-            problems.append("motion_prior_radius must be -1 (the checkpoint's), 0 (off) or a radius in pixels")
-        if not (self.view_align_search == -1 or 0 <= self.view_align_search <= 1):
-            problems.append("view_align_search must be -1 (the checkpoint's), 0 (off) or a log-scale range in (0, 1]")
-        if not (self.stereo_search == -1 or 0 <= self.stereo_search <= 2):
-            problems.append("stereo_search must be -1 (the checkpoint's), 0 (off) or a log-scale range in (0, 2]")
-        if not (self.time_carve_width == -1 or 0 <= self.time_carve_width <= 2):
-            problems.append("time_carve_width must be -1 (the checkpoint's), 0 (off) or a width in (0, 2]")
+        for name, override in PRIOR_OVERRIDES.items():
+            value = getattr(self, name)
+            if not (value == -1 or 0 <= value <= (math.inf if override.upper is None else override.upper)):
+                bound = "" if override.upper is None else f" in (0, {override.upper:g}]"
+                problems.append(f"{name} must be -1 (the checkpoint's), 0 (off) or {override.meaning}{bound}")
         if self.dynamic_speed_threshold < 0 or self.motion_voxel_m <= 0 or self.max_motion_markers < 0:
             problems.append("need dynamic_speed_threshold >= 0, motion_voxel_m > 0 and max_motion_markers >= 0")
         if self.queue_size < 1 or self.qos_depth < 1:
@@ -126,6 +144,11 @@ class NodeParams:
             raise ValueError("invalid lrm4d parameters: " + "; ".join(problems))
 
     # ------------------------------------------------------------------ topics
+    def prior_overrides(self) -> dict[str, dict[str, float]]:
+        """The `prior` overrides for `load_model` (`PRIOR_OVERRIDES`): {prior: {constant: value}} for
+        each such parameter that is not -1."""
+        return {o.prior: {o.key: getattr(self, name)} for name, o in PRIOR_OVERRIDES.items() if getattr(self, name) >= 0}
+
     def image_topic(self, camera: str) -> str:
         topic = self.image_topic_pattern.format(camera=camera)
         return topic + "/compressed" if self.image_transport == "compressed" else topic

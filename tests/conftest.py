@@ -1,4 +1,4 @@
-"""Shared pytest setup: the `cuda` and `ros` markers, and the `backend_priors` fixture.
+"""Shared pytest setup: the `cuda` and `ros` markers.
 
 - ``@pytest.mark.cuda``: skipped when ``torch.cuda.is_available()`` is False.
 - ``@pytest.mark.ros``: skipped when ``rclpy`` cannot be imported (no sourced ROS 2 installation).
@@ -51,27 +51,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
         if item.get_closest_marker("ros") is not None and (reason := _ros_missing()):
             item.add_marker(pytest.mark.skip(reason=reason))
-
-
-@pytest.fixture
-def backend_priors(tmp_path):
-    """run(recorded, parameter, values) -> {value: PriorConstants}: the prior constants the local
-    backend ends up with for each value of one node parameter (`motion_prior_radius`,
-    `view_align_search`, `stereo_search`, `time_carve_width`), loading a tiny checkpoint whose config records
-    `recorded` as its `prior`: how the node's parameters override what a checkpoint records."""
-    import torch
-
-    from lrm4d_core.io.checkpoint import save_checkpoint
-    from lrm4d_core.model.config import preset
-    from lrm4d_core.model.lrm4d import LRM4D
-    from ros2_lrm4d.backend import make_backend
-    from ros2_lrm4d.params import NodeParams
-
-    def run(recorded: dict, parameter: str, values) -> dict:
-        path = tmp_path / "m.safetensors"
-        torch.manual_seed(0)
-        save_checkpoint(path, LRM4D(preset("tiny", image_size=(32, 32), prior=recorded)))
-        return {v: make_backend(NodeParams(checkpoint=str(path), device="cpu", **{parameter: v}), offline=True).model.config.prior
-                for v in values}
-
-    return run

@@ -219,15 +219,3 @@ def test_box_mean_matches_average_pooling_with_clipped_windows():
     x = torch.rand(2, 5, 9, 11) * 10
     reference = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     assert torch.allclose(box_mean(x, 5), reference, atol=1e-5)
-
-
-def test_node_parameter_overrides_the_checkpoints_motion_prior(backend_priors):
-    """`motion_prior_radius`: -1 keeps what the checkpoint records, 0 turns it off, N sets the
-    radius and keeps the checkpoint's other motion constants; < -1 is refused."""
-    from ros2_lrm4d.params import params_from_values
-
-    radius = {r: p.motion for r, p in backend_priors({"motion": {"radius": 6, "patch": 3}}, "motion_prior_radius", (-1, 0, 4)).items()}
-    assert radius[-1] == MotionPriorConstants(radius=6, patch=3)
-    assert radius[0].radius == 0 and radius[4] == MotionPriorConstants(radius=4, patch=3)
-    with pytest.raises(ValueError, match="motion_prior_radius"):
-        params_from_values({"motion_prior_radius": -2})

@@ -109,6 +109,45 @@ def test_params_from_values_coerces_and_validates():
         assert all(w in str(info.value) for w in words), (values, str(info.value))
 
 
+@pytest.mark.parametrize("parameter, prior, key, recorded, value, other, bad", [
+    ("motion_prior_radius", "motion", "radius", {"motion": {"radius": 6, "patch": 3}, "align": {"search": 0.3}}, 4,
+     ("align", "search", 0.3), (-2,)),
+    ("view_align_search", "align", "search", {"align": {"search": 0.3, "carve": 0.3}, "motion": {"radius": 6}}, 0.2,
+     ("motion", "radius", 6), (-0.5, 1.5)),
+    ("stereo_search", "stereo", "search", {"stereo": {"search": 0.7, "persist": 2.0}, "align": {"search": 0.3}}, 0.4,
+     ("align", "search", 0.3), (-0.5, 2.5)),
+    ("time_carve_width", "carve", "width", {"carve": {"width": 0.5, "steady": 2.0}, "stereo": {"search": 0.7}}, 0.8,
+     ("stereo", "search", 0.7), (-0.5, 2.5)),
+])
+def test_node_parameter_overrides_one_prior_the_checkpoint_records(tmp_path, parameter, prior, key, recorded, value,
+                                                                   other, bad):
+    """The local backend loads a tiny checkpoint whose config records `recorded` as its priors: -1
+    keeps what it records, 0 turns that prior off, a value sets that constant and keeps the prior's
+    others, another prior is left as recorded; out-of-range values are refused."""
+    import torch
+
+    from lrm4d_core.io.checkpoint import save_checkpoint
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+    from lrm4d_core.model.prior import PriorConstants
+    from ros2_lrm4d.backend import make_backend
+
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(path, LRM4D(preset("tiny", image_size=(32, 32), prior=recorded)))
+    got = {v: make_backend(NodeParams(checkpoint=str(path), device="cpu", **{parameter: v}), offline=True).model.config.prior
+           for v in (-1, 0, value)}
+    constants = type(getattr(PriorConstants(), prior))  # built here from `recorded`, not by the override path
+    assert getattr(got[-1], prior) == constants(**recorded[prior])
+    assert getattr(getattr(got[0], prior), key) == 0
+    assert getattr(got[value], prior) == constants(**{**recorded[prior], key: value})
+    other_prior, other_key, other_value = other
+    assert all(getattr(getattr(p, other_prior), other_key) == other_value for p in got.values())
+    for b in bad:
+        with pytest.raises(ValueError, match=parameter):
+            params_from_values({parameter: b})
+
+
 def test_shipped_params_file_matches_the_declarations():
     data = yaml.safe_load((ROOT / "config" / "reconstruct.yaml").read_text(encoding="utf-8"))
     values = data["lrm4d"]["ros__parameters"]

@@ -155,17 +155,3 @@ def test_constants_are_checked():
     with pytest.raises(ValueError):
         StereoConstants(search=0.5, distinct=0.0)
     assert PriorConstants(stereo={"search": 0.5}).stereo == StereoConstants(search=0.5)
-
-
-def test_node_parameter_overrides_the_checkpoints_stereo(backend_priors):
-    """`stereo_search`: -1 keeps what the checkpoint records, 0 turns the plane sweep off, x sets
-    the range and keeps the checkpoint's other constants; other values are refused."""
-    from ros2_lrm4d.params import params_from_values
-
-    got = backend_priors({"stereo": {"search": 0.7, "persist": 2.0}, "align": {"search": 0.3}}, "stereo_search", (-1.0, 0.0, 0.4))
-    assert got[-1.0].stereo == StereoConstants(search=0.7, persist=2.0)
-    assert got[0.0].stereo.search == 0 and got[0.4].stereo == StereoConstants(search=0.4, persist=2.0)
-    assert all(p.align.search == 0.3 for p in got.values())  # the view alignment is left as recorded
-    for bad in (-0.5, 2.5):
-        with pytest.raises(ValueError, match="stereo_search"):
-            params_from_values({"stereo_search": bad})

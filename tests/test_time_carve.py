@@ -186,18 +186,3 @@ def test_constants_are_checked():
     with pytest.raises(ValueError):
         TimeCarveConstants(width=0.5, min_gap=2.0, max_gap=1.0)
     assert PriorConstants(carve={"width": 0.5}).carve == TimeCarveConstants(width=0.5)
-
-
-def test_node_parameter_overrides_the_checkpoints_carving(backend_priors):
-    """`time_carve_width`: -1 keeps what the checkpoint records, 0 turns the carving off, x sets the
-    width and keeps the checkpoint's other constants; other values are refused."""
-    from ros2_lrm4d.params import params_from_values
-
-    got = backend_priors({"carve": {"width": 0.5, "steady": 2.0}, "stereo": {"search": 0.7}}, "time_carve_width",
-                         (-1.0, 0.0, 0.8))
-    assert got[-1.0].carve == TimeCarveConstants(width=0.5, steady=2.0)
-    assert got[0.0].carve.width == 0 and got[0.8].carve == TimeCarveConstants(width=0.8, steady=2.0)
-    assert all(p.stereo.search == 0.7 for p in got.values())  # the stereo is left as recorded
-    for bad in (-0.5, 2.5):
-        with pytest.raises(ValueError, match="time_carve_width"):
-            params_from_values({"time_carve_width": bad})

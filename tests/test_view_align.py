@@ -214,18 +214,3 @@ def test_align_constants_round_trip_through_the_checkpoint_config():
     legacy = cfg.to_dict()
     del legacy["prior"]["align"]  # checkpoints written before the alignment existed
     assert ModelConfig.from_dict(legacy).prior.align.search == 0
-
-
-def test_node_parameter_overrides_the_checkpoints_alignment(backend_priors):
-    """`view_align_search`: -1 keeps what the checkpoint records, 0 turns the alignment off, x sets
-    the range and keeps the checkpoint's other constants; other values are refused."""
-    from ros2_lrm4d.params import params_from_values
-
-    got = backend_priors({"align": {"search": 0.3, "carve": 0.3}, "motion": {"radius": 6}}, "view_align_search",
-                         (-1.0, 0.0, 0.2))
-    assert got[-1.0].align == ViewAlignConstants(search=0.3, carve=0.3)
-    assert got[0.0].align.search == 0 and got[0.2].align == ViewAlignConstants(search=0.2, carve=0.3)
-    assert all(p.motion.radius == 6 for p in got.values())  # the motion prior is left as recorded
-    for bad in (-0.5, 1.5):
-        with pytest.raises(ValueError, match="view_align_search"):
-            params_from_values({"view_align_search": bad})
