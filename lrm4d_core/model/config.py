@@ -200,9 +200,9 @@ class ModelConfig:
             overrides["activation"] = dataclasses.replace(self.activation, **overrides["activation"])
         if isinstance(overrides.get("prior"), dict):
             prior = dict(overrides["prior"])
-            for name in ("motion", "align", "stereo", "carve"):  # a partial override keeps the other constants of that prior
-                if isinstance(prior.get(name), dict):
-                    prior[name] = dataclasses.replace(getattr(self.prior, name), **prior[name])
+            for name, value in prior.items():  # a partial override keeps the other constants of that prior
+                if isinstance(value, dict) and dataclasses.is_dataclass(getattr(self.prior, name, None)):
+                    prior[name] = dataclasses.replace(getattr(self.prior, name), **value)
             overrides["prior"] = dataclasses.replace(self.prior, **prior)
         return dataclasses.replace(self, **overrides)
 

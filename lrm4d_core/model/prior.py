@@ -47,7 +47,7 @@ The prior depth along each pixel ray (`depth_prior`), from the cameras alone:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import math
 
@@ -112,14 +112,9 @@ class PriorConstants:
     carve: TimeCarveConstants = field(default_factory=TimeCarveConstants)
 
     def __post_init__(self) -> None:
-        if isinstance(self.motion, dict):  # as read back from a checkpoint's JSON config
-            object.__setattr__(self, "motion", MotionPriorConstants(**self.motion))
-        if isinstance(self.align, dict):
-            object.__setattr__(self, "align", ViewAlignConstants(**self.align))
-        if isinstance(self.stereo, dict):
-            object.__setattr__(self, "stereo", StereoConstants(**self.stereo))
-        if isinstance(self.carve, dict):
-            object.__setattr__(self, "carve", TimeCarveConstants(**self.carve))
+        for f in fields(self):  # each prior's constants, as read back from a checkpoint's JSON config
+            if isinstance(getattr(self, f.name), dict):
+                object.__setattr__(self, f.name, f.default_factory(**getattr(self, f.name)))
         positive = min(self.footprint_scale, self.time_width, self.dome_radius) > 0
         if not 0 < self.near < self.far or not 0 < self.opacity < 1 or not positive or not 0 <= self.ground_snap < 1:
             raise ValueError(f"invalid prior constants {self}")
