@@ -104,7 +104,7 @@ def test_witnesses_are_inputs_at_other_times_within_range():
     nothing; the same input at 3 gaps carves to width x 3."""
     for times, constants, expect in (([0.0, 0.2], TimeCarveConstants(width=0.5), None),
                                      ([0.0, 5.0], TimeCarveConstants(width=0.5, max_gap=4.0), None),
-                                     ([0.0, 3.0], TimeCarveConstants(width=0.5, max_gap=4.0), 1.5 * 0.5 * 2)):
+                                     ([0.0, 3.0], TimeCarveConstants(width=0.5, max_gap=4.0), 0.5 * 3.0)):
         images, background, xyz, mu, times_t, cams, masks = _scene([0, 1], times)
         out = carved_time_scales(xyz, None, mu, torch.full_like(mu, 9.0), images, background, cams, times_t,
                                  torch.tensor([1.0], dtype=torch.float64), constants).reshape(2, SIZE, SIZE)

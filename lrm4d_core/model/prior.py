@@ -235,6 +235,7 @@ def decode_prior(
     K = cameras.K.reshape(B, V, 3, 3).to(raw)
     focal = 0.5 * (K[:, :, 0, 0] + K[:, :, 1, 1])  # [B, V] pixels per unit of z
     per_pixel = (B, V, H * W)
+    spacing = input_time_gap(times)  # [B]
 
     def expand(x: Tensor) -> Tensor:  # [B, V] -> [B, V*H*W, 1]
         return x[:, :, None].expand(*per_pixel).reshape(B, V * H * W, 1)
@@ -245,7 +246,7 @@ def decode_prior(
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     if inference and constants.align.search > 0:  # a factor per view, then carving, from the other views' silhouettes
         log_k = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
-                            times, input_time_gap(times), constants.align, active=inward_mask(cameras, B))
+                            times, spacing, constants.align, active=inward_mask(cameras, B))
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     static = None
     if inference and constants.stereo.search > 0:  # a factor per pixel where the other inputs see its patch
@@ -253,7 +254,7 @@ def decode_prior(
         if ground is not None and constants.ground_snap > 0:  # the ground snapping places those exactly
             keep = snap_to_ground(depth, ray_origins, ray_directions, ground, constants.ground_snap)[0][..., 0]
         log_k, static = stereo_log_scales(images, depth.detach(), ray_origins, ray_directions, cameras, times,
-                                  input_time_gap(times), is_background.reshape(B, V, H, W), keep.reshape(B, V, H, W),
+                                  spacing, is_background.reshape(B, V, H, W), keep.reshape(B, V, H, W),
                                   constants.stereo)
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     cam_x = c2w[:, :, None, :3, 0].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
@@ -277,7 +278,7 @@ def decode_prior(
         xyz = torch.cat([xyz[..., :2], torch.where(on_ground, ground.to(xyz)[:, None, None], xyz[..., 2:3])], dim=-1)
     footprint = depth / expand(focal)
 
-    gap = input_time_gap(times)[:, None].expand(B, V)
+    gap = spacing[:, None].expand(B, V)
     mu_t = expand(times) + expand(gap) * g_t
     colors = (pixels + SH_C0 * g_rgb).clamp_min(0.0)
     scales = torch.cat(
@@ -295,7 +296,7 @@ def decode_prior(
     if inference and constants.carve.width > 0:  # what another input sees through at its time fades before it
         carved = carved_time_scales(xyz.detach(), None if velocity is None else velocity.detach(), mu_t.detach()[..., 0],
                                     scales[..., 3].detach(), images, is_background.reshape(B, V, H, W), cameras, times,
-                                    input_time_gap(times), constants.carve,
+                                    spacing, constants.carve,
                                     keep=None if static is None else static.reshape(B, V * H * W))
         scales = torch.cat([scales[..., :3], torch.minimum(scales[..., 3:], carved[..., None].to(scales))], dim=-1)
     q_l, q_r = torch.nn.functional.normalize(q_l, dim=-1), torch.nn.functional.normalize(q_r, dim=-1)
