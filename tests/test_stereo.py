@@ -44,14 +44,15 @@ def _wall(cams: Cameras) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.
     return images, depth, origins.reshape(V, -1, 3), dirs.reshape(V, -1, 3)
 
 
-def _run(images, depth, o, d, cams, background=None, keep=None, constants=CONSTANTS):
+def _run(images, depth, o, d, cams, background=None, keep=None, constants=CONSTANTS, aligned=None):
     V = len(cams)
     shape = (1, V, SIZE, SIZE)
     background = torch.zeros(shape, dtype=torch.bool) if background is None else background[None]
     keep = torch.zeros(shape, dtype=torch.bool) if keep is None else keep[None]
     log_s, static = stereo_log_scales(images[None], torch.tensor(depth).reshape(1, -1, 1), o.reshape(1, -1, 3),
                                       d.reshape(1, -1, 3), cams, torch.arange(V, dtype=torch.float64)[None],
-                                      torch.tensor([1.0], dtype=torch.float64), background, keep, constants)
+                                      torch.tensor([1.0], dtype=torch.float64), background, keep, constants,
+                                      aligned=None if aligned is None else torch.tensor(aligned)[None])
     return log_s[0].reshape(V, SIZE, SIZE), static[0].reshape(V, SIZE, SIZE)
 
 
@@ -114,6 +115,43 @@ def test_views_with_a_plain_background_and_kept_pixels_are_left_alone():
     assert (log_s[0, 8:-8, 8:SIZE // 2] - math.log(1.25)).abs().le(0.05).float().mean() > 0.9
 
 
+def test_plain_views_the_alignment_left_alone_are_swept_with_their_own_range_and_not_static():
+    """With `plain_search`, the middle view (a quarter of it background: a subject's view) decoded
+    at 0.8 of the truth gets log 1.25 back on the rows that are not background, and none of its
+    pixels is static (a subject moves); marked aligned (the silhouettes placed it) it is left alone."""
+    cams = _cameras([-1.0, 0.0, 1.0])
+    images, depth, o, d = _wall(cams)
+    background = torch.zeros(3, SIZE, SIZE, dtype=torch.bool)
+    background[1, : SIZE // 4] = True
+    constants = StereoConstants(search=0.7, plain_search=0.35)
+    log_s, static = _run(images, depth * 0.8, o, d, cams, background=background, constants=constants)
+    assert (log_s[1, SIZE // 4 + 8:-8, 8:-8] - math.log(1.25)).abs().le(0.05).float().mean() > 0.95
+    assert not static[1].any() and static[0].float().mean() > 0.5
+    log_s, static = _run(images, depth * 0.8, o, d, cams, background=background, constants=constants,
+                         aligned=[False, True, False])
+    assert torch.equal(log_s[1], torch.zeros_like(log_s[1])) and not static[1].any()
+    assert (log_s[0, 8:-8, 8:SIZE // 2] - math.log(1.25)).abs().le(0.05).float().mean() > 0.9
+
+
+def test_a_plain_view_does_not_match_a_camera_facing_the_other_way():
+    """The wall's texture is the same from behind (it is painted on a plane), so a camera behind
+    the wall facing back (twice as far, at twice the focal length) matches a textured view's pixels; a plain-background view does not use it:
+    a subject's other side is another surface."""
+    poses = [look_at((0.0, 0.0, 1.5), (WALL_X, 0.0, 1.5)), look_at((3 * WALL_X, 1.0, 1.5), (WALL_X, 1.0, 1.5))]
+    K = np.tile(np.array([[FOCAL, 0, SIZE / 2], [0, FOCAL, SIZE / 2], [0, 0, 1.0]]), (2, 1, 1))
+    K[1, :2, :2] *= 2  # twice as far, twice the focal length: the wall's texture at the same scale
+    cams = Cameras(torch.tensor(K), torch.tensor(np.stack(poses)), SIZE, SIZE)
+    images, depth, o, d = _wall(cams)
+    off = np.array([0.8, 1.0])[:, None, None]
+    textured, _ = _run(images, depth * off, o, d, cams)
+    assert (textured[0, 8:-8, 8:-8] - math.log(1.25)).abs().le(0.05).float().mean() > 0.5
+    background = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    background[0, : SIZE // 4] = True
+    plain, _ = _run(images, depth * off, o, d, cams, background=background,
+                    constants=StereoConstants(search=0.7, plain_search=0.35))
+    assert torch.equal(plain[0], torch.zeros_like(plain[0]))
+
+
 def test_a_patch_the_other_views_do_not_see_is_not_static():
     """A square painted on the middle view alone (a mover that left): its pixels find no match
     (not static), and the median fill gives its depth the surrounding wall's correction."""
@@ -147,6 +185,29 @@ def test_decode_prior_applies_it_at_inference_only_and_persists_static_gaussians
     scale_t = inferred.scales[0, P:2 * P, 3].reshape(SIZE, SIZE)[8:-8, 8:-8]
     assert scale_t.ge(3.0 - 1e-9).float().mean() > 0.9
     assert trained.scales[0, :, 3].max() < 3.0
+
+
+@pytest.mark.parametrize("plain_search", [0.0, 0.35])
+def test_decode_prior_sweeps_a_plain_view_the_alignment_left_alone(plain_search):
+    """The middle view with a quarter of it background and the silhouette alignment on (but these
+    cameras look out, not in, so it aligns nothing): at inference its wall reaches the truth with
+    `plain_search` and stays at 0.8 of it without."""
+    cams = _cameras([-1.0, 0.0, 1.0])
+    images, depth, o, d = _wall(cams)
+    images[1, :, : SIZE // 4] = 1.0  # the model's background colour (white)
+    V, P = 3, SIZE * SIZE
+    raw = torch.zeros(1, V * P, 20, dtype=torch.float64)
+    raw[..., 11] = raw[..., 15] = 1.0
+    constants = PriorConstants(far=50.0, stereo={"search": 0.7, "plain_search": plain_search},
+                               align={"search": 0.3})
+    g = decode_prior(raw, images[None], cams, torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64),
+                     o.reshape(1, -1, 3), d.reshape(1, -1, 3), torch.tensor(depth * 0.8)[None],
+                     torch.ones(3, dtype=torch.float64), constants, 5.0, inference=True)
+    rows = slice(SIZE // 4 + 8, -8)
+    dist = (g.means[0, P:2 * P, :3] - cams.cam_to_world[1, :3, 3]).norm(dim=-1).reshape(SIZE, SIZE)[rows, 8:-8]
+    ratio = dist / torch.tensor(depth[1, rows, 8:-8])
+    target = 1.0 if plain_search else 0.8
+    assert (ratio - target).abs().le(0.05).float().mean() > 0.9
 
 
 def test_constants_are_checked():

@@ -44,7 +44,7 @@ def _pixel_scales(cams, depth, fg, o, d, times, constants):
     V = len(cams)
     filled = np.where(np.isfinite(depth), depth, 3.0)  # background pixels: any depth (not used)
     return view_scales(torch.tensor(filled.reshape(1, V * SIZE * SIZE, 1)), torch.tensor(fg)[None], o.reshape(1, -1, 3),
-                       d.reshape(1, -1, 3), cams, times, torch.tensor([1.0 / (V - 1)], dtype=torch.float64), constants)[0]
+                       d.reshape(1, -1, 3), cams, times, torch.tensor([1.0 / (V - 1)], dtype=torch.float64), constants)[0][0]
 
 
 def _scales(cams, depth, fg, o, d, times, constants):
@@ -135,6 +135,21 @@ def test_partners_are_limited_to_nearby_times_and_other_cameras():
     opposite = Cameras(cams.K[:2], torch.tensor(np.stack(level)), SIZE, SIZE)  # facing each other
     fg3, depth3, o3, d3 = _sphere(opposite)
     assert _scales(opposite, depth3 * 1.2, fg3, o3, d3, t2, ViewAlignConstants(search=0.3, max_gap=10.0)).abs().max() == 0
+
+
+def test_each_view_reports_whether_the_silhouettes_placed_it():
+    """`aligned` tells an exact view aligned at scale 0 (True: the silhouettes agree with it) from a
+    view left alone (False: no partner), which `model.stereo` sweeps instead."""
+    cams = _ring(6)
+    fg, depth, o, d = _sphere(cams)
+    times = torch.linspace(-1, 1, 6, dtype=torch.float64)[None]
+    filled = torch.tensor(np.where(np.isfinite(depth), depth, 3.0).reshape(1, -1, 1))
+    args = (filled, torch.tensor(fg)[None], o.reshape(1, -1, 3), d.reshape(1, -1, 3), cams, times,
+            torch.tensor([0.4], dtype=torch.float64))
+    scales, aligned = view_scales(*args, ViewAlignConstants(search=0.3, max_gap=10.0))
+    assert aligned.all() and scales.abs().max() <= 0.03
+    scales, aligned = view_scales(*args, ViewAlignConstants(search=0.3, max_gap=0.0))
+    assert not aligned.any() and scales.abs().max() == 0
 
 
 def test_no_silhouette_no_change():

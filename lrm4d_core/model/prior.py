@@ -11,10 +11,11 @@ predicts corrections:
                 per view (and per pixel where carved) that fits it to the other inputs'
                 silhouettes (`model.view_align`), before anything below uses it
     stereo    = at inference with `constants.stereo` on, the depth of views without a plain
-                background times the factor at which its patch looks the same from the other
-                inputs (`model.stereo`; pixels on a known ground plane excepted); the pixels so
-                matched are static: the motion prior leaves them still and, with `persist`, their
-                temporal scale is at least that
+                background (and with `plain_search`, of plain-background views the alignment left
+                alone) times the factor at which its patch looks the same from the other
+                inputs (`model.stereo`; pixels on a known ground plane excepted); the pixels of
+                views without a plain background so matched are static: the motion prior leaves
+                them still and, with `persist`, their temporal scale is at least that
     centre    = ray_o + depth * ray_d + footprint * (g_xyz[1] * cam_x + g_xyz[2] * cam_y)
     mu_t      = t_view + gap * g_t                           (gap: spacing of the input times)
     colour    = pixel_rgb + SH_C0 * g_rgb                    (i.e. f_dc = pixel f_dc + g_rgb)
@@ -244,8 +245,9 @@ def decode_prior(
     depth = (prior.reshape(B, V * H * W, 1) * torch.exp(log_residual)).clamp(constants.near, constants.far)
     pixels = images.permute(0, 1, 3, 4, 2).reshape(B, V * H * W, 3)
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
+    aligned = None
     if inference and constants.align.search > 0:  # a factor per view, then carving, from the other views' silhouettes
-        log_k = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
+        log_k, aligned = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
                             times, spacing, constants.align, active=inward_mask(cameras, B))
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     static = None
@@ -255,7 +257,7 @@ def decode_prior(
             keep = snap_to_ground(depth, ray_origins, ray_directions, ground, constants.ground_snap)[0][..., 0]
         log_k, static = stereo_log_scales(images, depth.detach(), ray_origins, ray_directions, cameras, times,
                                   spacing, is_background.reshape(B, V, H, W), keep.reshape(B, V, H, W),
-                                  constants.stereo)
+                                  constants.stereo, aligned=aligned)
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     cam_x = c2w[:, :, None, :3, 0].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)
     cam_y = c2w[:, :, None, :3, 1].expand(B, V, H * W, 3).reshape(B, V * H * W, 3)

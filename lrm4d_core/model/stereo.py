@@ -8,7 +8,9 @@ apart, and a workspace's cameras see the same table from several sides: where a 
 textured and static, the depth at which a pixel's patch looks the same from the other inputs is
 its depth. `view_align` does the same for scenes of a subject before a plain background, from
 silhouettes; this module takes the views that have no such background (fewer than
-`min_background` of their pixels of the background colour) and leaves the others alone.
+`min_background` of their pixels of the background colour) and, with `plain_search`, those of the
+others that the view alignment left alone (a single camera moving round a subject has no
+crossing partner near in time, so its silhouettes say nothing: the SPEC §4 random orbit).
 
 For each such input view i of a window (`stereo_log_scales`):
 1. its *partners* are the nearest `max_partners` other inputs in time, within `max_gap`
@@ -82,8 +84,17 @@ class StereoConstants:
         fill: window of the median over matched pixels (odd; 1: matched pixels only, unsmoothed).
         min_support: matched pixels a window needs for its median to be used.
         smooth: window of the mean over the corrections (odd; 1: none; step 5).
-        min_background: views with at least this share of background-coloured pixels are left to
-            the view alignment.
+        min_background: views with at least this share of background-coloured pixels (a subject
+            before a plain background) are left to the view alignment, unless `plain_search`
+            is set and the alignment left them alone.
+        plain_search: 0, or (with `search` on) the half-range of the sweep for those
+            plain-background views that the view alignment left alone (its silhouettes said
+            nothing: no crossing partner near in time, or no agreement). Their matches are not
+            taken as static (such a scene's subject moves, and a patch of it can match at a wrong
+            depth as well as it moved), and partners whose optical axis is more than 90 degrees
+            from theirs are not used (they see the subject's other side).
+        plain_max_gap: their partners within this many input-time gaps (the subject moves
+            little between them).
         persist: 0, or the temporal scale (model time) that a matched pixel's Gaussian gets at
             least: its patch looked the same from other inputs at other times, so it is static
             and should be seen at the times between and beyond them too, not only near its own.
@@ -103,13 +114,15 @@ class StereoConstants:
     smooth: int = 1
     min_background: float = 0.25
     persist: float = 0.0
+    plain_search: float = 0.0
+    plain_max_gap: float = 3.0
 
     def __post_init__(self) -> None:
         if self.search < 0 or self.steps < 3 or self.steps % 2 == 0 or self.max_gap < 0 or self.max_partners < 1 \
                 or self.min_parallax < 0 or self.patch < 1 or self.patch % 2 == 0 or self.max_cost <= 0 \
                 or not 0 < self.distinct <= 1 or self.fill < 1 or self.fill % 2 == 0 or self.min_support < 1 \
                 or self.smooth < 1 or self.smooth % 2 == 0 \
-                or not 0 <= self.min_background <= 1 or self.persist < 0 \
+                or not 0 <= self.min_background <= 1 or self.persist < 0 or self.plain_search < 0 or self.plain_max_gap < 0 \
                 or not 0 <= self.min_overlap <= 1:
             raise ValueError(f"invalid stereo constants {self}")
 
@@ -176,6 +189,7 @@ def stereo_log_scales(
     background: Tensor,
     keep: Tensor,
     constants: StereoConstants,
+    aligned: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """([B, V, H*W] log-scale of each pixel's depth, 0 where it keeps the decoded depth; [B, V, H*W]
     bool, the pixels matched in step 3, which look static; module docstring).
@@ -186,23 +200,35 @@ def stereo_log_scales(
         times: [B, V]; gap: [B] input-time spacing.
         background: [B, V, H, W] bool, pixels of the background colour.
         keep: [B, V, H, W] bool, pixels left as they are (on a known ground plane).
+        aligned: [B, V] bool, the views `model.view_align` aligned (None: none); with
+            `plain_search` the plain-background views among the others are swept too.
     """
     B, V, _, H, W = images.shape
     out = torch.zeros(B, V, H * W, dtype=depth.dtype, device=depth.device)
     static = torch.zeros(B, V, H * W, dtype=torch.bool, device=depth.device)
     if constants.search <= 0 or V < 2:
         return out, static
-    log_s = torch.linspace(-constants.search, constants.search, constants.steps, dtype=depth.dtype, device=depth.device)
-    gain = torch.exp(log_s)[:, None, None, None]  # [S, 1, 1, 1]
     d = depth.reshape(B, V, H, W, 1)
     o, r = ray_origins.reshape(B, V, H, W, 3), ray_directions.reshape(B, V, H, W, 3)
-    textured = background.reshape(B, V, -1).float().mean(-1) < constants.min_background
+    has_plain_background = background.reshape(B, V, -1).float().mean(-1) >= constants.min_background
+    textured = ~has_plain_background
+    plain = has_plain_background & (constants.plain_search > 0)
+    if aligned is not None:
+        plain = plain & ~aligned.to(plain.device)
+    axes = cameras.cam_to_world.reshape(B, V, 4, 4)[..., :3, 2].to(depth)
     for b in range(B):
         for i in range(V):
-            if not bool(textured[b, i]):
+            if not bool(textured[b, i] | plain[b, i]):
                 continue
+            search, max_gap = (constants.search, constants.max_gap) if bool(textured[b, i]) \
+                else (constants.plain_search, constants.plain_max_gap)
+            log_s = torch.linspace(-search, search, constants.steps, dtype=depth.dtype, device=depth.device)
+            gain = torch.exp(log_s)[:, None, None, None]  # [S, 1, 1, 1]
             dt = (times[b] - times[b, i]).abs()
-            near = torch.nonzero((dt <= constants.max_gap * gap[b] + 1e-6) & (torch.arange(V, device=dt.device) != i)).flatten()
+            candidate = (dt <= max_gap * gap[b] + 1e-6) & (torch.arange(V, device=dt.device) != i)
+            if bool(plain[b, i]):  # a camera facing the other way sees the subject's other side
+                candidate = candidate & ((axes[b] * axes[b, i]).sum(-1) > 0)
+            near = torch.nonzero(candidate).flatten()
             if near.numel() == 0:
                 continue
             ends = o[b, i] + gain[[0, -1]] * d[b, i] * r[b, i]  # [2, H, W, 3]: the range's ends
@@ -221,7 +247,7 @@ def stereo_log_scales(
             matched = (count > 0) & (best < constants.max_cost) & (best < constants.distinct * cost.median(0).values) \
                 & (k > 0) & (k < constants.steps - 1)
             matched = matched & ~keep[b, i]
-            static[b, i] = matched.flatten()
+            static[b, i] = matched.flatten() & textured[b, i]
             scale = log_s[k]
             if constants.fill > 1:
                 scale, supported = _median_fill(scale, matched, constants)

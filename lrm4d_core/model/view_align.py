@@ -44,7 +44,8 @@ For each input view a of a window (`view_scales`):
 What it cannot do: correct a pixel that is wrong but inside the hull (behind the visible
 surface, within the subject; loose hulls of few partners hold much), align anything without a
 plain background, or align a single moving camera (its nearby inputs
-are near-parallel: the SPEC §4 random-orbit protocol stays as it was). `decode_prior` applies the
+are near-parallel: the SPEC §4 random-orbit protocol; `model.stereo` sweeps the views left
+alone with its `plain_search`). `decode_prior` applies the
 factors to the decoded depth at inference only (the network was trained without them) and only
 on inward rigs (`prior.inward_mask`: cameras around a scene, looking in), before the motion prior
 and the ground snapping, so positions, spatial scales and velocities all follow. Cost: `steps`
@@ -108,9 +109,11 @@ def view_scales(
     gap: Tensor,
     constants: ViewAlignConstants,
     active: Tensor | None = None,
-) -> Tensor:
-    """[B, V, H*W] log-scale of each pixel's depth: its view's (0 where the view is left alone;
-    module docstring), and with `carve` the foreground pixels' own (step 5).
+) -> tuple[Tensor, Tensor]:
+    """([B, V, H*W] log-scale of each pixel's depth: its view's (0 where the view is left alone;
+    module docstring), and with `carve` the foreground pixels' own (step 5); [B, V] bool, the
+    views aligned: not left alone, whatever their scale, so that `model.stereo` can tell a view
+    aligned at scale 0 from one the silhouettes said nothing about).
 
     Args:
         depth: [B, V*H*W, 1] decoded depth along the rays; ray_origins, ray_directions: [B, V*H*W, 3].
@@ -120,8 +123,9 @@ def view_scales(
     """
     B, V, H, W = foreground.shape
     out = torch.zeros(B, V, H * W, dtype=depth.dtype, device=depth.device)
+    aligned = torch.zeros(B, V, dtype=torch.bool, device=depth.device)
     if constants.search <= 0:
-        return out
+        return out, aligned
     window = 2 * constants.dilate + 1
     grown = F.max_pool2d(foreground.reshape(B * V, 1, H, W).float(), window, 1, constants.dilate).reshape(B, V, H, W) > 0
     background_share = 1.0 - foreground.reshape(B, V, -1).float().mean(-1)
@@ -160,10 +164,11 @@ def view_scales(
                 continue
             view = log_s[score >= best - 1e-9].min()
             out[b, a] = view
+            aligned[b, a] = True
             if constants.carve > 0:  # each pixel to the nearest scale inside every silhouette, if any
                 away = (log_s - view).abs()[:, None].expand_as(within)
                 allowed = within & (away <= constants.carve + 1e-9)
                 key = torch.where(allowed, away + 1e-6 * log_s[:, None], torch.full_like(away, math.inf))
                 pick = key.argmin(0)
                 out[b, a, fg] = torch.where(allowed.any(0), log_s[pick], view)
-    return out
+    return out, aligned
