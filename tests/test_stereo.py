@@ -135,8 +135,8 @@ def test_plain_views_the_alignment_left_alone_are_swept_with_their_own_range_and
 
 def test_a_plain_view_does_not_match_a_camera_facing_the_other_way():
     """The wall's texture is the same from behind (it is painted on a plane), so a camera behind
-    the wall facing back (twice as far, at twice the focal length) matches a textured view's pixels; a plain-background view does not use it:
-    a subject's other side is another surface."""
+    the wall facing back (twice as far, at twice the focal length) matches a textured view's
+    pixels; a plain-background view does not use it: a subject's other side is another surface."""
     poses = [look_at((0.0, 0.0, 1.5), (WALL_X, 0.0, 1.5)), look_at((3 * WALL_X, 1.0, 1.5), (WALL_X, 1.0, 1.5))]
     K = np.tile(np.array([[FOCAL, 0, SIZE / 2], [0, FOCAL, SIZE / 2], [0, 0, 1.0]]), (2, 1, 1))
     K[1, :2, :2] *= 2  # twice as far, twice the focal length: the wall's texture at the same scale

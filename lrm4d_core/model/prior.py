@@ -247,8 +247,8 @@ def decode_prior(
     is_background = (pixels - background.to(pixels)).abs().amax(-1) < constants.background_tolerance
     aligned = None
     if inference and constants.align.search > 0:  # a factor per view, then carving, from the other views' silhouettes
-        log_k, aligned = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras,
-                            times, spacing, constants.align, active=inward_mask(cameras, B))
+        log_k, aligned = view_scales(depth.detach(), ~is_background.reshape(B, V, H, W), ray_origins, ray_directions,
+                                     cameras, times, spacing, constants.align, active=inward_mask(cameras, B))
         depth = (depth * torch.exp(log_k.reshape(B, V * H * W, 1))).clamp(constants.near, constants.far)
     static = None
     if inference and constants.stereo.search > 0:  # a factor per pixel where the other inputs see its patch
