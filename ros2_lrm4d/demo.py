@@ -62,7 +62,7 @@ def _mean(scores: list[tuple[float, float]], k: int) -> float | None:
 
 
 def _metrics(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    a = torch.from_numpy(pred).permute(2, 0, 1).double() / 255
+    a = torch.from_numpy(np.array(pred)).permute(2, 0, 1).double() / 255  # a copy: pred may be read-only
     b = torch.from_numpy(np.array(truth)).permute(2, 0, 1).double() / 255
     return float(psnr(a, b)), float(ssim(a, b))
 
