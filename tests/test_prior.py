@@ -252,3 +252,56 @@ def test_known_ground_puts_the_pixels_near_it_on_it():
     legacy = preset("tiny").to_dict()
     del legacy["prior"]["ground_snap"]
     assert ModelConfig.from_dict(legacy).prior.ground_snap == 0.0
+
+
+def test_smooth_ground_pixels_become_flat_discs_at_inference():
+    """Two cameras 1.5 above a floor (z = 0), looking down at it obliquely, each image half flat grey
+    (smooth) and half noise (textured); the head outputs zeros and the prior depth is the floor's.
+    At inference with `ground_disc` 0.5 each smooth floor pixel's Gaussian is a disc flat on the
+    floor: identity rotation, scales (r, r, 0.01 r) with r = 0.5 * footprint / sqrt(sin), the sine of
+    its ray's angle to the floor, computed here in numpy; textured pixels keep the prior's isotropic
+    0.7 footprint, and so does everything in training or with `ground_disc` 0."""
+    from lrm4d_core.model.prior import decode_prior
+
+    size, f = 16, 12.0
+    cams = _cams([look_at([0.0, -2.0, 1.5], [0.0, 0.0, 0.0]), look_at([1.0, -2.0, 1.5], [1.0, 0.0, 0.0])], size=size, f=f)
+    o, d = pixel_rays(cams)  # [V, H, W, 3]
+    o_np, d_np = o.numpy().reshape(2, -1, 3), d.numpy().reshape(2, -1, 3)
+    hit = -o_np[..., 2] / d_np[..., 2]  # every ray looks down and meets the floor
+    assert (d_np[..., 2] < 0).all()
+    rng = np.random.default_rng(0)
+    images = np.full((2, 3, size, size), 0.5)
+    images[:, :, :, size // 2:] = rng.uniform(0, 1, (2, 3, size, size // 2))
+    V, P = 2, size * size
+    raw = torch.zeros(1, V * P, 20, dtype=torch.float64)
+    raw[..., 11] = raw[..., 15] = 1.0  # identity quaternions (q_left, q_right)
+
+    def decode(ground_disc: float, inference: bool) -> Gaussians4D:
+        constants = PriorConstants(far=100.0, ground_snap=0.2, ground_disc=ground_disc, ground_disc_texture=0.03)
+        return decode_prior(raw, torch.tensor(images)[None], cams, torch.tensor([[0.0, 1.0]], dtype=torch.float64),
+                            torch.tensor(o_np).reshape(1, -1, 3), torch.tensor(d_np).reshape(1, -1, 3),
+                            torch.tensor(hit).reshape(1, V, size, size), torch.ones(3, dtype=torch.float64),
+                            constants, 5.0, ground=torch.zeros(1, dtype=torch.float64), inference=inference)
+
+    footprint = hit / f
+    sine = np.maximum(np.abs(d_np[..., 2]), 0.05)
+    radius = (0.5 * footprint / np.sqrt(sine)).reshape(V, size, size)
+    plain = 0.7 * footprint.reshape(V, size, size)
+    smooth = np.zeros((V, size, size), dtype=bool)
+    smooth[:, :, : size // 2 - 1] = True  # the 3x3 windows that see no noise
+    g = decode(0.5, True)
+    scales = g.scales[0, :, :3].numpy().reshape(V, size, size, 3)
+    np.testing.assert_allclose(scales[smooth][:, 0], radius[smooth], rtol=1e-6)
+    np.testing.assert_allclose(scales[smooth][:, 1], radius[smooth], rtol=1e-6)
+    np.testing.assert_allclose(scales[smooth][:, 2], 0.01 * radius[smooth], rtol=1e-6)
+    assert torch.equal(g.q_left[0].reshape(V, size, size, 4)[torch.tensor(smooth)],
+                       torch.tensor([1.0, 0, 0, 0], dtype=torch.float64).expand(int(smooth.sum()), 4))
+    textured = np.zeros_like(smooth)
+    textured[:, :, size // 2 + 1:] = True
+    np.testing.assert_allclose(scales[textured], np.repeat(plain[textured][:, None], 3, 1), rtol=1e-6)
+    for other in (decode(0.5, False), decode(0.0, True)):
+        np.testing.assert_allclose(other.scales[0, :, :3].numpy().reshape(V, size, size, 3),
+                                   np.repeat(plain[..., None], 3, -1), rtol=1e-6)
+    np.testing.assert_allclose(g.means[0, :, 2].numpy(), 0.0, atol=1e-9)  # on the floor
+    with pytest.raises(ValueError):
+        PriorConstants(ground_disc=-1.0)
