@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Cameras", "SceneNormalization", "TimeNormalization", "pixel_rays", "project_points", "plucker"]
+__all__ = ["Cameras", "SceneNormalization", "TimeNormalization", "pixel_rays", "project_points", "in_image", "plucker"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,12 @@ def project_points(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
     z = cam[..., 2]
     uvw = cam @ cameras.K.to(points).transpose(-1, -2)
     return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
+
+
+def in_image(uv: Tensor, z: Tensor, width: int, height: int) -> Tensor:
+    """Which points `project_points` returned (pixel coordinates uv [..., 2], camera z [...]) fall
+    inside a width x height image and in front of the camera: [...] bool."""
+    return (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height) & (z > 0)
 
 
 def plucker(origins: Tensor, directions: Tensor) -> Tensor:

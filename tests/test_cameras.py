@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization, pixel_rays, plucker, project_points
+from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization, in_image, pixel_rays, plucker, project_points
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -148,3 +148,11 @@ def test_camera_validation():
         Cameras(torch.eye(3)[None], torch.eye(4)[None], 0, 4)
     both = Cameras.cat([random_cameras(1), random_cameras(2, seed=1)])
     assert len(both) == 3 and len(both[1:]) == 2
+
+
+def test_in_image_keeps_points_in_the_image_and_in_front():
+    """Pixel coordinates in [0, W) x [0, H) with z > 0 are in; the edges at W and H, negative
+    coordinates and points behind the camera (z <= 0) are out."""
+    uv = torch.tensor([[0.0, 0.0], [7.99, 5.99], [8.0, 1.0], [1.0, 6.0], [-0.01, 1.0], [3.0, 3.0], [3.0, 3.0]])
+    z = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, -2.0])
+    assert in_image(uv, z, 8, 6).tolist() == [True, True, False, False, False, False, False]

@@ -78,15 +78,15 @@ def main() -> None:
               f"offset {float(offset_px[shows].median()):.2f} px", flush=True)
         at_time = torch.cat([on_ray, times[v].expand(len(own))[:, None].to(z)], dim=-1)
         prior_like = replace(own, means=at_time, colors=pixels.clone())
+        identity = torch.zeros_like(own.q_left)
+        identity[:, 0] = 1.0
+
+        def isotropic(k: float):  # the prior-like set with round Gaussians of k footprints
+            scales = torch.cat([(k * footprint)[:, None].expand(-1, 3), own.scales[:, 3:]], dim=-1)
+            return replace(prior_like, scales=scales, q_left=identity, q_right=identity)
+
         print(f"  own time + on its ray + pixel colours: {score(prior_like):.2f} dB; and isotropic scales "
-              + ", ".join(f"{k} footprints {score(replace(prior_like, scales=torch.cat([(k * footprint)[:, None].expand(-1, 3), own.scales[:, 3:]], -1), q_left=_identity(own), q_right=_identity(own))):.2f} dB"
-                          for k in (0.1, 0.3)), flush=True)
-
-
-def _identity(g) -> torch.Tensor:
-    q = torch.zeros_like(g.q_left)
-    q[:, 0] = 1.0
-    return q
+              + ", ".join(f"{k} footprints {score(isotropic(k)):.2f} dB" for k in (0.1, 0.3)), flush=True)
 
 
 if __name__ == "__main__":

@@ -221,11 +221,10 @@ def ground_discs(images: Tensor, on_ground: Tensor, footprint: Tensor, ray_direc
     Why: a pixel-aligned Gaussian covers its pixel in its own camera, but a ray that grazes the
     ground spreads its pixel along the ground by 1 / sin(angle), so another camera nearer that
     patch (a held-out view, or the same car a moment later) sees the road between them as holes
-    (the environment shows through: on the driving validation windows the held-out pixels under
-    4 m had a median alpha of 0.40). A disc flat on the known ground, as wide as the pixel's
+    (the environment shows through). A disc flat on the known ground, as wide as the pixel's
     footprint there (the geometric mean of 1 and 1 / sin), closes them. Only where the input patch
-    is smooth: a disc wider than the network's Gaussian blurs a textured floor (the workspace
-    lost 0.7 dB when every ground pixel was a disc).
+    is smooth: a disc wider than the network's Gaussian blurs a textured floor
+    (docs/default_model.md, "Ground discs", has the measurements).
 
     Args:
         images: [B, V, 3, H, W]; on_ground: [B, V*H*W, 1] bool, pixels put on the ground (not moving);

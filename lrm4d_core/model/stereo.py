@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrm4d_core.cameras import Cameras, project_points
+from lrm4d_core.cameras import Cameras, in_image, project_points
 
 from .windows import box_mean
 
@@ -135,7 +135,7 @@ def _usable(ends: Tensor, partners: Cameras, constants: StereoConstants) -> Tens
     P = len(partners)
     uv, z = project_points(ends.reshape(1, 2 * H * W, 3).expand(P, -1, -1), partners)
     uv, z = uv.reshape(P, 2, H, W, 2), z.reshape(P, 2, H, W)
-    inside = ((uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (z > 0)).all(1)
+    inside = in_image(uv, z, W, H).all(1)
     parallax = (uv[:, 1] - uv[:, 0]).norm(dim=-1)
     return inside & torch.isfinite(parallax) & (parallax >= constants.min_parallax)
 

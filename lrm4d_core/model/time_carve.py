@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrm4d_core.cameras import Cameras, project_points
+from lrm4d_core.cameras import Cameras, in_image, project_points
 
 __all__ = ["TimeCarveConstants", "carved_time_scales"]
 
@@ -157,7 +157,7 @@ def carved_time_scales(
             if vel is not None:
                 at = at + vel[b, j][None] * lag[..., None]
             uv, z = project_points(at, cams[witnesses])
-            inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (z > 0)
+            inside = in_image(uv, z, W, H)
             seen = _lookup(maps[witnesses], uv)  # [P, N, 4]
             differs = (seen[..., 1:] - colours[b, j][None]).abs().amax(-1) > constants.colour
             through = inside & differs & (z < (1 - constants.margin) * seen[..., 0])

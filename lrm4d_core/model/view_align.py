@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrm4d_core.cameras import Cameras, project_points
+from lrm4d_core.cameras import Cameras, in_image, project_points
 
 __all__ = ["ViewAlignConstants", "view_scales"]
 
@@ -155,7 +155,7 @@ def view_scales(
             uv, z = project_points(points.reshape(1, S * N, 3).expand(len(partners), -1, -1), cameras[b * V + partners])
             uv, z = uv.reshape(-1, S, N, 2), z.reshape(-1, S, N)  # [P, S, N, 2], [P, S, N]
             iu, iv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
-            inside = (iu >= 0) & (iu < W) & (iv >= 0) & (iv < H) & (z > 0)
+            inside = in_image(uv, z, W, H)
             hit = grown[b, partners[:, None, None], iv.clamp(0, H - 1), iu.clamp(0, W - 1)] & inside
             score = hit.to(log_s).mean(-1).mean(0)  # [S]
             within = hit.all(0)  # [S, N]: inside every partner's silhouette
