@@ -85,7 +85,8 @@ def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = load_model(preset="tiny", device="cpu", hidden=32, layers=2, heads=2, image_size=(16, 16),
                        prior={"ground_snap": 0.3},  # so that a known ground changes the result
-                       view_dependence=0.4, view_dependence_deg=20.0)  # so that renders depend on it
+                       view_dependence=0.4, view_dependence_deg=20.0,  # so that renders depend on it
+                       nearest_copy=0.7)  # ... and on the time windows, sent with the result
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, provenance={"test": True})
 
 
@@ -118,6 +119,11 @@ def assert_same_reconstruction(a, b) -> None:
     assert (a.model_cameras.width, a.model_cameras.height) == (b.model_cameras.width, b.model_cameras.height)
     assert torch.equal(a.model_times.cpu(), b.model_times.cpu())
     assert b.view_dependence == pytest.approx(a.view_dependence)
+    assert b.nearest_copy == pytest.approx(a.nearest_copy)
+    if a.time_windows is None:
+        assert b.time_windows is None
+    else:
+        assert torch.equal(b.time_windows.cpu(), a.time_windows.float().cpu())
 
 
 def free_port() -> int:
@@ -186,6 +192,19 @@ def test_remote_equals_local(server, local, encoding):
         assert_same_reconstruction(grounded, backend.reconstruct(images, cams, times, None, ground_z=-0.6))
         assert backend.status == "ok" and backend.counters["ok"] == 3
         assert {"server_forward", "server_queue", "rpc", "client_total"} <= set(rec.timings)
+
+
+def test_remote_sends_the_time_windows_of_a_standing_camera(server, local):
+    """A window where each camera gave two inputs, at two times: the pixel-aligned Gaussians that the
+    other input of their camera saw alike have a finite window, and the remote one equals the local."""
+    images, cams, times = window(3, 24, 20)
+    same = Cameras(torch.cat([cams.K, cams.K]), torch.cat([cams.cam_to_world, cams.cam_to_world]), cams.width, cams.height)
+    images2, times2 = images + images, np.concatenate([times, times + 1.0])
+    with remote(server.port, image_encoding="png") as backend:
+        rec = backend.reconstruct(images2, same, times2, None)
+    ref = local.reconstruct(images2, same, times2, None)
+    assert_same_reconstruction(ref, rec)
+    assert rec.nearest_copy == pytest.approx(0.7) and torch.isfinite(rec.time_windows).any()
 
 
 def test_pipeline_runs_unchanged_on_the_remote_backend(server, local):

@@ -2,11 +2,13 @@
 pixel-aligned Gaussians alone, and from the other inputs' alone (PSNR against the input image).
 
     python docs/default_model/input_views_diag.py data/val_workspace [--protocol random] [--scenes 2]
-        [--checkpoint CKPT] [--view-dependence 0]
+        [--checkpoint CKPT] [--view-dependence 0] [--nearest-copy 0]
 
 Session 7 (the shipped weights, before the view-dependent opacity): workspace validation windows
 27.0 / 21.9 dB with every Gaussian, 30.2 / 25.1 with the input's own alone: the other inputs'
 Gaussians, seen from far off their own directions, cover each input's own with their errors.
+Session 15 (`--view-dependence 0.75 --nearest-copy 0` and `0.7`, the shipped file's): see
+docs/default_model.md, "Nearest copy in time".
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=2)
     parser.add_argument("--checkpoint", default=str(DEFAULT))
     parser.add_argument("--view-dependence", type=float, default=0.0, help="strength of the view-dependent opacity")
+    parser.add_argument("--nearest-copy", type=float, default=0.0, help="strength of the nearest copy in time")
     args = parser.parse_args()
-    model, config, _ = load_checkpoint(args.checkpoint, view_dependence=args.view_dependence)
+    model, config, _ = load_checkpoint(args.checkpoint, view_dependence=args.view_dependence, nearest_copy=args.nearest_copy)
     model = model.float().eval()
     dirs = sorted(d for d in Path(args.data).iterdir() if (d / "scene.json").is_file())[: args.scenes]
     ds = EvalDataset([str(d) for d in dirs], args.protocol, image_size=tuple(config.image_size), seed=0)

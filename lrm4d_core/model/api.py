@@ -57,6 +57,7 @@ from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussia
 
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
+from .nearest_copy import reconstruction_windows, window_factor
 from .view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_views, view_mass, view_opacity_factor, view_sources
 
 __all__ = [
@@ -122,6 +123,8 @@ class Reconstruction:
     environment: Environment | None = None
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     view_dependence: tuple[float, float] = VIEW_DEPENDENCE_OFF
+    nearest_copy: float = 0.0
+    time_windows: Tensor | None = None
 
     @cached_property
     def gaussians(self) -> Gaussians4D:
@@ -168,7 +171,9 @@ class Reconstruction:
         """The world-frame cloud at t (seconds) and the input view of each of its Gaussians [N]
         (`source_views`; None where `view_dependence` is off), for `rasterize_over`: as `slice(t)`,
         or with `forecast_from` as `forecast(t, forecast_from)` (extrapolated past it)."""
-        if self.view_dependence[0] <= 0:  # the plain slice or forecast, as fast as before
+        # windows belong to the set they were computed on: a subset (a diagnostic's) renders without
+        windowed = self.time_windows is not None and self.nearest_copy > 0 and len(self.gaussians_model) >= len(self.time_windows)
+        if self.view_dependence[0] <= 0 and not windowed:  # the plain slice or forecast, as fast as before
             if forecast_from is None:
                 return self.slice(t, inference_filter=inference_filter), None
             return self.forecast(t, forecast_from, inference_filter=inference_filter), None
@@ -177,13 +182,18 @@ class Reconstruction:
         t_end = math.inf if forecast_from is None else float(self.time.to_model(forecast_from))
         at = min(tm, t_end)
         cloud = g4.slice(at)
+        if windowed:  # the nearest copy in time of what a standing camera saw alike shows
+            factor = torch.ones_like(cloud.opacities)  # the free Gaussians after the pixel-aligned ones keep theirs
+            windows = self.time_windows.to(cloud.opacities.device)
+            factor[: len(windows)] = window_factor(windows, g4.means[: len(windows), 3].to(windows), at, self.nearest_copy).to(factor)
+            cloud = replace(cloud, opacities=cloud.opacities * factor)
         views = self.source_views()
         if inference_filter:  # as `Gaussians4D.slice(inference_filter=True)` keeps them
             keep = (g4.marginal_t(at) >= MIN_MARGINAL) & (cloud.opacities >= MIN_OPACITY)
             cloud, views = cloud.select(keep), views[keep]
         if tm > t_end:
             cloud = cloud.moved(tm - t_end)
-        return _gaussians3d_to_world(cloud, self.scene, self.time), views
+        return _gaussians3d_to_world(cloud, self.scene, self.time), views if self.view_dependence[0] > 0 else None
 
 
 def _default_device() -> torch.device:
@@ -389,12 +399,14 @@ def reconstruct(
     with torch.inference_mode():
         out = model(pixels[None], model_cams, model_times[None], world_scale=scene.scale, with_environment=True,
                     ground_height=prepared.ground)
+        pixel_aligned = len(model_cams) * model_cams.width * model_cams.height  # which copy shows when
+        windows = reconstruction_windows(model.config, out.gaussians[0].means[:pixel_aligned], pixels, model_cams, model_times)
     _sync(device)
     t2 = _time.perf_counter()
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
     env = out.environment[0] if out.environment is not None else None
     rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background,
-                         model.config.view_weighting)
+                         model.config.view_weighting, model.config.nearest_copy, windows)
     if world:
         rec.gaussians  # noqa: B018  (computes and times the world-frame set)
         timings["total"] = _time.perf_counter() - t0

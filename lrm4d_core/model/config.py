@@ -88,6 +88,10 @@ class ModelConfig:
             Gaussian's opacity by up to `view_dependence` with the angle between the rendering
             camera and its input camera (width in degrees; `lrm4d_core.model.view_weight`; 0, the
             default of checkpoints that predate it: off).
+        nearest_copy: renders of a reconstruction lower by this share the opacity of a pixel-aligned
+            Gaussian at times nearer another input of the same standing camera that saw its point
+            alike (`lrm4d_core.model.nearest_copy`; 0, the default of checkpoints that predate it:
+            off).
         facing_inward: cameras whose optical axes all lie along one line, facing each other (SPEC
             §4's interpolation layout), are normalized as an object rig around their centroid
             (`model.api.estimate_scene_normalization`). Checkpoints without the key (trained
@@ -114,6 +118,7 @@ class ModelConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     view_dependence: float = 0.0
     view_dependence_deg: float = 15.0
+    nearest_copy: float = 0.0
     facing_inward: bool = False
 
     def __post_init__(self) -> None:
@@ -148,6 +153,8 @@ class ModelConfig:
         if not 0.0 <= self.view_dependence <= 1.0 or not self.view_dependence_deg > 0:
             problems.append(f"view_dependence must be in [0, 1] and view_dependence_deg positive, got "
                             f"{self.view_dependence}, {self.view_dependence_deg}")
+        if not 0.0 <= self.nearest_copy <= 1.0:
+            problems.append(f"nearest_copy must be in [0, 1], got {self.nearest_copy}")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 

@@ -400,8 +400,11 @@ class RemoteBackend:
             env = Environment(torch.tensor(list(response.environment), dtype=torch.float32, device=self.device).reshape(3, -1))
         background = tuple(float(c) for c in response.background) if len(response.background) == 3 else (1.0, 1.0, 1.0)
         view = tuple(float(c) for c in response.view_dependence) if len(response.view_dependence) == 2 else VIEW_DEPENDENCE_OFF
+        windows = None
+        if response.nearest_copy > 0 and len(response.time_windows_f32):
+            windows = torch.from_numpy(np.frombuffer(response.time_windows_f32, dtype="<f4").reshape(-1, 2).copy()).to(self.device)
         return Reconstruction(Gaussians4D.from_channels(channels), scene, time_norm, model_cams, model_times, timings,
-                              env, background, view)
+                              env, background, view, float(response.nearest_copy) if windows is not None else 0.0, windows)
 
     # ------------------------------------------------------------------------------------------ internals
     def _server_limit(self) -> int | None:

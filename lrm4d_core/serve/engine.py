@@ -40,6 +40,7 @@ import torch
 
 from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization
 from lrm4d_core.model.api import prepare_window
+from lrm4d_core.model.nearest_copy import reconstruction_windows
 from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF
 
 __all__ = ["WorkItem", "WorkResult", "Engine", "EngineStats"]
@@ -79,6 +80,8 @@ class WorkResult:
     environment: list[float] | None = None  # [3 * K] SH coefficients of the environment map, row-major
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the model's training background
     view_dependence: tuple[float, float] = VIEW_DEPENDENCE_OFF  # its renders' view-dependent opacity
+    nearest_copy: float = 0.0  # its renders' nearest-copy strength (lrm4d_core.model.nearest_copy)
+    time_windows: bytes = b""  # ... and the pixel-aligned Gaussians' windows, float32 pairs (empty: none)
 
 
 @dataclass
@@ -244,7 +247,7 @@ class Engine:
             if isinstance(out, Exception):
                 self._fail(item, out)
                 continue
-            data, count, forward_s, env = out
+            data, count, forward_s, env, windows = out
             H, W = p["size"]
             timings = {
                 "queue": started - item.enqueued,
@@ -258,7 +261,8 @@ class Engine:
             if item.future.set_running_or_notify_cancel():
                 item.future.set_result(WorkResult(data, count, p["scene"], p["time"], W, H, timings, env,
                                                   tuple(model.config.background),
-                                                  model.config.view_weighting))
+                                                  model.config.view_weighting,
+                                                  model.config.nearest_copy if windows else 0.0, windows))
 
     def _fail(self, item: WorkItem, err: BaseException) -> None:
         with self._stats_lock:
@@ -277,9 +281,10 @@ def _prepare(model: torch.nn.Module, item: WorkItem) -> dict[str, Any]:
             "size": tuple(p.pixels.shape[-2:]), "prepare_s": time.perf_counter() - t0}
 
 
-def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tuple[bytes, int, float, list[float] | None]]:
+def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tuple[bytes, int, float, list[float] | None, bytes]]:
     """One forward over the batch -> per request (float16 bytes, count, forward seconds, environment
-    map coefficients or None)."""
+    map coefficients or None, the pixel-aligned Gaussians' nearest-copy time windows as float32
+    bytes or b"": none, or some were dropped, so that their order is lost)."""
     device = model.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -296,6 +301,12 @@ def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tup
         channels = channels.clamp(-65504.0, 65504.0).to(torch.float16).cpu().numpy()
         finite = finite.cpu().numpy()
         env = out.environment.coefficients.float().cpu().reshape(len(prepared), -1) if out.environment is not None else None
+        windows = [b""] * len(prepared)
+        for b, p in enumerate(prepared):  # as `reconstruct` computes them
+            pixel_aligned = len(p["cams"]) * p["cams"].width * p["cams"].height
+            w = reconstruction_windows(model.config, out.gaussians.means[b, :pixel_aligned], p["pixels"], p["cams"], p["times"])
+            if w is not None and bool(finite[b, :pixel_aligned].all()):
+                windows[b] = w.float().cpu().numpy().astype("<f4", copy=False).tobytes()
     forward_s = time.perf_counter() - t0
     if not finite.all():
         log.warning("dropped %d non-finite Gaussians from the model's output", int((~finite).sum()))
@@ -304,5 +315,5 @@ def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tup
     for b in range(len(prepared)):
         rows = channels[b][finite[b]]
         out_list.append((rows.astype("<f2", copy=False).tobytes(), int(rows.shape[0]), forward_s,
-                         env[b].tolist() if env is not None and np.isfinite(env[b].numpy()).all() else None))
+                         env[b].tolist() if env is not None and np.isfinite(env[b].numpy()).all() else None, windows[b]))
     return out_list

@@ -239,6 +239,8 @@ class _Servicer(pb_grpc.ReconstructorServicer):
                 environment=result.environment or [],
                 background=list(result.background),
                 view_dependence=list(result.view_dependence),
+                nearest_copy=result.nearest_copy,
+                time_windows_f32=result.time_windows,
             )
             size = response.ByteSize()
             if size > s.config.max_message_bytes:
