@@ -33,11 +33,15 @@ not (they have no render time between inputs to prefer).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, in_image, project_points
+
+if TYPE_CHECKING:  # config imports the prior, which sits beside this module
+    from .config import ModelConfig
 
 __all__ = ["MARGIN", "COLOUR", "SAME_PLACE", "SAME_AXIS", "time_windows", "window_factor", "plain_background_views",
            "reconstruction_windows"]
@@ -90,8 +94,7 @@ def time_windows(means: Tensor, images: Tensor, cameras: Cameras, times: Tensor,
         their_colour = torch.gather(colours[copies], 1, at[..., None].expand(-1, -1, 3))
         copied = in_image(uv, z, W, H) & ((their_depth - z).abs() <= MARGIN * their_depth) \
             & ((their_colour - colours[j][None]).abs().amax(-1) <= COLOUR)
-        when = times.to(means)[copies][:, None]  # [P, 1]
-        when = when.expand(-1, N)
+        when = times.to(means)[copies][:, None].expand(-1, N)  # [P, N]: each copying input's time
         later = when > mu[j][None]
         hi[j] = torch.where(copied & later, when, torch.full_like(when, math.inf)).amin(0).minimum(hi[j])
         lo[j] = torch.where(copied & ~later, when, torch.full_like(when, -math.inf)).amax(0).maximum(lo[j])
@@ -113,7 +116,7 @@ def plain_background_views(pixels: Tensor, background: Tensor, tolerance: float,
     return near.flatten(1).float().mean(-1) >= share
 
 
-def reconstruction_windows(config, means: Tensor, pixels: Tensor, cameras: Cameras, times: Tensor) -> Tensor | None:
+def reconstruction_windows(config: ModelConfig, means: Tensor, pixels: Tensor, cameras: Cameras, times: Tensor) -> Tensor | None:
     """The windows `reconstruct` (and the inference server) give a window's pixel-aligned Gaussians,
     or None where `config.nearest_copy` is 0. Args: the `ModelConfig`; means [V*H*W, 4] of the
     pixel-aligned Gaussians; the window as the network took it (pixels [V, 3, H, W], model-box
