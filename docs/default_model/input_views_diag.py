@@ -23,17 +23,14 @@ from lrm4d_core.eval.baselines import example_from_batch, render_targets
 from lrm4d_core.eval.metrics import psnr
 from lrm4d_core.eval.protocols import EvalDataset
 from lrm4d_core.io.checkpoint import load_checkpoint
-from lrm4d_core.model.api import reconstruct
-
-DEFAULT = Path(__file__).resolve().parents[2] / "lrm4d_core" / "weights" / "lrm4d_tiny_default.safetensors"
-
+from lrm4d_core.model.api import default_checkpoint, reconstruct
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("--protocol", default="random")
     parser.add_argument("--scenes", type=int, default=2)
-    parser.add_argument("--checkpoint", default=str(DEFAULT))
+    parser.add_argument("--checkpoint", default=str(default_checkpoint()))
     parser.add_argument("--view-dependence", type=float, default=0.0, help="strength of the view-dependent opacity")
     parser.add_argument("--nearest-copy", type=float, default=0.0, help="strength of the nearest copy in time")
     args = parser.parse_args()

@@ -27,11 +27,8 @@ from lrm4d_core.eval.baselines import example_from_batch, render_targets
 from lrm4d_core.eval.metrics import psnr
 from lrm4d_core.eval.protocols import EvalDataset
 from lrm4d_core.io.checkpoint import load_checkpoint
-from lrm4d_core.model.api import reconstruct
+from lrm4d_core.model.api import default_checkpoint, reconstruct
 from lrm4d_core.model.view_weight import VIEW_DEPENDENCE_OFF
-
-DEFAULT = Path(__file__).resolve().parents[2] / "lrm4d_core" / "weights" / "lrm4d_tiny_default.safetensors"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +36,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="interpolation")
     parser.add_argument("--scene", type=int, default=0)
     parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--checkpoint", default=str(DEFAULT))
+    parser.add_argument("--checkpoint", default=str(default_checkpoint()))
     args = parser.parse_args()
     model, config, _ = load_checkpoint(args.checkpoint)
     model = model.float().eval()

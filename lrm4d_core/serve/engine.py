@@ -302,10 +302,12 @@ def _forward(model: torch.nn.Module, prepared: list[dict[str, Any]]) -> list[tup
         finite = finite.cpu().numpy()
         env = out.environment.coefficients.float().cpu().reshape(len(prepared), -1) if out.environment is not None else None
         windows = [b""] * len(prepared)
-        for b, p in enumerate(prepared):  # as `reconstruct` computes them
+        for b, p in enumerate(prepared):  # as `reconstruct` computes them, where the order survives
             pixel_aligned = len(p["cams"]) * p["cams"].width * p["cams"].height
+            if not finite[b, :pixel_aligned].all():
+                continue
             w = reconstruction_windows(model.config, out.gaussians.means[b, :pixel_aligned], p["pixels"], p["cams"], p["times"])
-            if w is not None and bool(finite[b, :pixel_aligned].all()):
+            if w is not None:
                 windows[b] = w.float().cpu().numpy().astype("<f4", copy=False).tobytes()
     forward_s = time.perf_counter() - t0
     if not finite.all():
