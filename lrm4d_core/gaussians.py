@@ -546,6 +546,31 @@ class Gaussians4D:
         held.__dict__["_conditional"] = (sigma_tt, still, covars)  # known exactly: what slicing would recompute
         return held
 
+    def stretched(self, mask: Tensor, directions: Tensor, spread: Tensor, shift: Tensor) -> Gaussians4D:
+        """The same set with the Gaussians where `mask` [..., N] holds stretched in space along
+        `directions` [..., N, 3] (unit): Sigma4 gains spread^2 e e^T, e = (direction, 0), and the
+        centre moves by shift * direction (`spread`, `shift` [..., N], space units).
+
+        Why: a pixel-aligned Gaussian is a disc on the surface its pixel saw; stretched along its
+        own ray it still covers that pixel from its camera, and seen from the side it has depth
+        (`model.thickness`). Adding to Sigma_xx leaves Sigma_xt and Sigma_tt alone, so each keeps
+        its velocity and how long it is seen. Inference only (no gradients: the new principal axes
+        come from a 4x4 eigendecomposition in float64, one per stretched Gaussian).
+        """
+        if not bool(mask.any()):
+            return self
+        idx = mask.nonzero(as_tuple=True)
+        e = torch.cat([directions[idx], torch.zeros_like(directions[idx][..., :1])], -1).double()
+        a = self.factor()[idx].double()
+        sigma = a @ a.transpose(-1, -2) + spread[idx].double()[..., None, None] ** 2 * (e[..., :, None] * e[..., None, :])
+        evals, u = torch.linalg.eigh(sigma)
+        scales, q_left, q_right = _scales_and_quaternions(u, evals.clamp_min(0.0).sqrt(), self.means.dtype)
+        means = self.means.clone()
+        means[idx + (slice(0, 3),)] = self.means[idx][..., :3] + shift[idx][..., None] * directions[idx]
+        new_scales, new_ql, new_qr = self.scales.clone(), self.q_left.clone(), self.q_right.clone()
+        new_scales[idx], new_ql[idx], new_qr[idx] = scales, q_left, q_right
+        return replace(self, means=means, scales=new_scales, q_left=new_ql, q_right=new_qr)
+
     # ---------------------------------------------------------------- units
     def affine(self, space_scale: float, space_offset: Tensor, time_scale: float, time_offset: float) -> Gaussians4D:
         """Change of units x' = space_scale x + space_offset, t' = time_scale t + time_offset.

@@ -30,6 +30,10 @@ predicts corrections:
     motion    = R4 = R_v R(q_l, q_r): where `constants.motion` is on, the rotation that makes the
                 Gaussian slice with the block-matching velocity of its pixel (`model.motion_prior`)
                 composed with the network's
+    thickness = at inference with `constants.thickness` on, the foreground Gaussians of
+                plain-background views stretched along their rays, and moved back, by the
+                subject's half-depth there (its distance to the silhouette's edge in footprints:
+                `model.thickness`)
     ground    = where the caller knows the ground plane (world z up, height given per window) and
                 `constants.ground_snap` > 0, a pixel whose decoded depth is within that relative
                 tolerance of its ray's ground hit is put on the ground (`snap_to_ground`), unless
@@ -60,6 +64,7 @@ from lrm4d_core.gaussians import SH_C0, Gaussians4D
 
 from .motion_prior import MotionPriorConstants, matched_velocity, partner_views, quaternion_multiply, velocity_rotation
 from .stereo import StereoConstants, stereo_log_scales
+from .thickness import ThicknessConstants, thickened
 from .time_carve import TimeCarveConstants, carved_time_scales
 from .view_align import ViewAlignConstants, view_scales
 from .windows import box_mean
@@ -101,6 +106,9 @@ class PriorConstants:
             checkpoints that predate it, turns it off).
         ground_disc_texture: ... smooth: the colour's standard deviation over its 3 x 3 window
             (channels' variances summed) below this.
+        thickness: at inference, the foreground Gaussians of plain-background views stretched
+            along their rays into the body behind the surface (`model.thickness`; depth 0, the
+            default of checkpoints that predate it, turns it off).
     """
 
     footprint_scale: float = 0.7
@@ -120,6 +128,7 @@ class PriorConstants:
     carve: TimeCarveConstants = field(default_factory=TimeCarveConstants)
     ground_disc: float = 0.0
     ground_disc_texture: float = 0.03
+    thickness: ThicknessConstants = field(default_factory=ThicknessConstants)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # each prior's constants, as read back from a checkpoint's JSON config
@@ -364,4 +373,7 @@ def decode_prior(
         partners = partner_views(cameras, times, depth.detach().reshape(B, V, H, W), constants.motion)
         unobserved = (partners < 0).all(-1)[:, :, None].expand(per_pixel).reshape(B, V * H * W)
         gaussians = gaussians.held_still(unobserved, expand(times)[..., 0])
+    if inference and constants.thickness.depth > 0:  # a subject seen from one side has a body behind it
+        gaussians = thickened(gaussians, is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras, times,
+                              spacing, constants.thickness, constants.stereo.min_background, placed=aligned)
     return gaussians
