@@ -41,6 +41,7 @@ PRIOR_OVERRIDES: dict[str, PriorOverride] = {
     "view_align_search": PriorOverride("align", "search", "a log-scale range", 1.0),
     "stereo_search": PriorOverride("stereo", "search", "a log-scale range", 2.0),
     "time_carve_width": PriorOverride("carve", "width", "a width", 2.0),
+    "thickness_depth": PriorOverride("thickness", "depth", "a depth in half-depths", 3.0),
 }
 
 
@@ -73,6 +74,7 @@ class NodeParams:
     view_align_search: float = -1.0
     stereo_search: float = -1.0
     time_carve_width: float = -1.0
+    thickness_depth: float = -1.0
     device: str = "auto"
     remote_address: str = "localhost:50051"
     remote_token_file: str = ""
@@ -226,6 +228,7 @@ PARAM_DOCS: dict[str, str] = {
     "view_align_search": "local backend: log-scale range over which each input view's depths are fitted to the other views' silhouettes (object-centric rigs with a plain background); -1 = the checkpoint's (the embedded default: 0.3), 0 = off (e.g. an inward rig whose background has the model's background colour but is not empty)",
     "stereo_search": "local backend: log-scale range of the plane sweep that corrects the depths of textured input views (no plain background) where other inputs see the same patch, and keeps what it matched visible over the window (static); and, where the checkpoint sets prior.stereo.plain_search (the embedded default does not), plain-background views the silhouette alignment left alone; -1 = the checkpoint's (the embedded default: 0.7), 0 = off, both (e.g. to save its cost on a slow CPU)",
     "time_carve_width": "local backend: a Gaussian that another input, at another time, sees through (or, from nearly the same viewpoint, sees in another colour) fades out before that time: its temporal scale is at most this times its distance in time to that input; -1 = the checkpoint's (the embedded default: 0.5), 0 = off",
+    "thickness_depth": "local backend: a subject before a plain background that no crossing camera placed gets a body behind what its inputs saw: its Gaussians are stretched along their rays by this many half-depths (the silhouette's width at each pixel), cut where another input near in time sees background; -1 = the checkpoint's (the embedded default: 0.7), 0 = off (e.g. thin flat things filmed from one side)",
     "device": "auto, cpu, cuda or cuda:N (local backend)",
     "remote_address": "host:port of lrm4d serve (remote backend)",
     "remote_token_file": "file holding the bearer token for the remote backend",

@@ -118,6 +118,8 @@ def test_params_from_values_coerces_and_validates():
      ("align", "search", 0.3), (-0.5, 2.5)),
     ("time_carve_width", "carve", "width", {"carve": {"width": 0.5, "steady": 2.0}, "stereo": {"search": 0.7}}, 0.8,
      ("stereo", "search", 0.7), (-0.5, 2.5)),
+    ("thickness_depth", "thickness", "depth", {"thickness": {"depth": 0.7, "offset": 1.5}, "carve": {"width": 0.5}}, 0.4,
+     ("carve", "width", 0.5), (-0.5, 3.5)),
 ])
 def test_node_parameter_overrides_one_prior_the_checkpoint_records(tmp_path, parameter, prior, key, recorded, value,
                                                                    other, bad):
