@@ -555,13 +555,18 @@ class Gaussians4D:
         own ray it still covers that pixel from its camera, and seen from the side it has depth
         (`model.thickness`). Adding to Sigma_xx leaves Sigma_xt and Sigma_tt alone, so each keeps
         its velocity and how long it is seen. Inference only (no gradients: the new principal axes
-        come from a 4x4 eigendecomposition in float64, one per stretched Gaussian).
+        come from a 4x4 eigendecomposition in float64, one per stretched Gaussian). A Gaussian with a
+        non-finite parameter, spread or shift is left as it is (the renderer drops it, and a CUDA
+        eigendecomposition would fail on it).
         """
+        factor = self.factor()
+        finite = torch.isfinite(factor).flatten(-2).all(-1) & torch.isfinite(self.means).all(-1)
+        mask = mask & finite & torch.isfinite(directions).all(-1) & torch.isfinite(spread) & torch.isfinite(shift)
         if not bool(mask.any()):
             return self
         idx = mask.nonzero(as_tuple=True)
         e = torch.cat([directions[idx], torch.zeros_like(directions[idx][..., :1])], -1).double()
-        a = self.factor()[idx].double()
+        a = factor[idx].double()
         sigma = a @ a.transpose(-1, -2) + spread[idx].double()[..., None, None] ** 2 * (e[..., :, None] * e[..., None, :])
         evals, u = torch.linalg.eigh(sigma)
         scales, q_left, q_right = _scales_and_quaternions(u, evals.clamp_min(0.0).sqrt(), self.means.dtype)

@@ -68,6 +68,11 @@ def test_stretched_adds_the_spread_along_the_direction_and_keeps_motion():
     np.testing.assert_allclose(s1.velocities.numpy(), s0.velocities.numpy(), atol=1e-10)
     np.testing.assert_allclose(s1.opacities.numpy(), s0.opacities.numpy(), atol=1e-10)
     assert g.stretched(torch.zeros_like(mask), direction, spread, shift) is g
+    broken = Gaussians4D(g.means.clone(), g.scales.clone(), g.q_left, g.q_right, g.opacities, g.colors)
+    broken.scales[0, 2, 0] = float("nan")  # a non-finite Gaussian is left as it is, the others stretched
+    out = broken.stretched(mask, direction, spread, shift)
+    assert torch.equal(out.means[0, 2], broken.means[0, 2]) and torch.isnan(out.scales[0, 2, 0])
+    np.testing.assert_allclose(out.covariance().numpy()[0, 3], expected[0, 3], atol=1e-12)
 
 
 SIZE, FOCAL, DEPTH, RADIUS = 24, 20.0, 3.0, 7.5
