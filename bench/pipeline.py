@@ -1,14 +1,17 @@
 """Replay throughput and per-window latency breakdown of the reconstruction pipeline (JSON out).
 
-    python bench/pipeline.py [--size 64] [--frames 40] [--checkpoint FILE] [--params config/reconstruct.yaml]
+    python bench/pipeline.py [--size 64] [--frames 40] [--rig driving|object] [--checkpoint FILE]
+        [--params config/reconstruct.yaml]
 
-Writes a synthetic 6-camera driving bag, replays it through `ros2_lrm4d.replay.replay` (the node's
-core) with the default model and the node's default parameters (config/reconstruct.yaml: 6
-cameras, a 2 s window, 12 views, 2 reconstructions per second) on this machine, and reports
-frames/s through the replay and, per window, the time spent in each stage: decode (image messages
--> RGB), tf (pose lookups), model (reconstruct), slice (clouds and forecasts), render (predicted
-views), encode (ROS messages, GaussianCloud4D included). Stage timers wrap the real functions the
-replay calls; nothing is re-implemented here.
+Writes a synthetic 6-camera driving bag (`--rig object`: the object rig's 8 cameras around a
+subject before a plain background, where the silhouette alignment and the thickness act, with no
+ground plane assumed), replays it through `ros2_lrm4d.replay.replay` (the node's core) with the
+default model and the node's default parameters (config/reconstruct.yaml: 6 cameras, a 2 s window,
+12 views, 2 reconstructions per second) on this machine, and reports frames/s through the replay
+and, per window, the time spent in each stage: decode (image messages -> RGB), tf (pose lookups),
+model (reconstruct), slice (clouds and forecasts), render (predicted views), encode (ROS messages,
+GaussianCloud4D included). Stage timers wrap the real functions the replay calls; nothing is
+re-implemented here.
 
 "keeps_up" compares the time one window costs (all stages, decoding its share of the images
 included) with the period the node must sustain, 1 / update_rate_hz: below 1.0 the live node keeps
@@ -65,6 +68,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--rig", choices=("driving", "object"), default="driving")
     parser.add_argument("--params", default=str(Path(__file__).resolve().parent.parent / "config" / "reconstruct.yaml"),
                         help="node parameter file (default: the shipped config/reconstruct.yaml)")
     args = parser.parse_args()
@@ -74,10 +78,12 @@ def main() -> None:
     TfBuffer.lookup = timed(totals, "tf", TfBuffer.lookup)
     shell.OutputEncoder.encode = timed(totals, "encode", shell.OutputEncoder.encode)
     with tempfile.TemporaryDirectory() as tmp:
-        bag = write_synthetic_bag(Path(tmp) / "bag", "driving", seed=0, width=args.size, height=args.size,
+        bag = write_synthetic_bag(Path(tmp) / "bag", args.rig, seed=0, width=args.size, height=args.size,
                                   frames=args.frames, progress=False)
         base = load_params_file(args.params)
-        params = NodeParams(**{**dataclasses.asdict(base), "cameras": CAMERAS, "checkpoint": args.checkpoint or base.checkpoint})
+        cameras = CAMERAS if args.rig == "driving" else tuple(bag.cameras)
+        params = NodeParams(**{**dataclasses.asdict(base), "cameras": cameras, "checkpoint": args.checkpoint or base.checkpoint,
+                               "use_ground_plane": base.use_ground_plane and args.rig == "driving"})
         backend = make_backend(params)
         t0 = time.perf_counter()
         summary = replay(bag.path, Path(tmp) / "out", params, backend, progress=False,
@@ -100,7 +106,7 @@ def main() -> None:
         "machine": {"cpu": cpu_model(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(),
                     "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "bag": {"cameras": len(CAMERAS), "frames": args.frames, "size": args.size, "images": summary.frames_in},
+        "bag": {"rig": args.rig, "cameras": len(cameras), "frames": args.frames, "size": args.size, "images": summary.frames_in},
         "model": backend.model_id,
         "replay_wall_s": round(wall, 3),
         "frames_per_s": round(summary.frames_in / wall, 2),
