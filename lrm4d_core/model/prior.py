@@ -31,8 +31,9 @@ predicts corrections:
                 Gaussian slice with the block-matching velocity of its pixel (`model.motion_prior`)
                 composed with the network's
     thickness = at inference with `constants.thickness` on, the foreground Gaussians of
-                plain-background views stretched along their rays, and moved back, by the
-                subject's half-depth there (its distance to the silhouette's edge in footprints:
+                plain-background views that the alignment did not place stretched along their
+                rays, and moved back, by the subject's half-depth there (its distance to the
+                silhouette's edge in footprints, bounded by near inputs' silhouettes:
                 `model.thickness`)
     ground    = where the caller knows the ground plane (world z up, height given per window) and
                 `constants.ground_snap` > 0, a pixel whose decoded depth is within that relative

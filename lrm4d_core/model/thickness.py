@@ -18,7 +18,10 @@ between the times (visual-hull carving along one ray). A flat thing seen face on
 swell into a ball across the view of a camera that sees it edge on.
 
 Views without a plain background (driving, workspace) are left alone: their "silhouettes" are the
-image borders. The test is the stereo's (`StereoConstants.min_background`).
+image borders. The test is the stereo's (`StereoConstants.min_background`). So are views that the
+silhouette alignment placed (`model.view_align`): a crossing camera near in time saw the subject
+from the side, and its own Gaussians show that side; inflating what it sees thin costs PSNR there
+(docs/default_model.md, "Thickness behind one-sided views").
 """
 
 from __future__ import annotations
