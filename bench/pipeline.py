@@ -38,8 +38,6 @@ from ros2_lrm4d.replay import replay
 from ros2_lrm4d.synth_bag import write_synthetic_bag
 from ros2_lrm4d.tf import TfBuffer
 
-CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")
-
 
 def timed(totals: dict, key: str, fn):
     def wrapper(*args, **kwargs):
@@ -81,7 +79,7 @@ def main() -> None:
         bag = write_synthetic_bag(Path(tmp) / "bag", args.rig, seed=0, width=args.size, height=args.size,
                                   frames=args.frames, progress=False)
         base = load_params_file(args.params)
-        cameras = CAMERAS if args.rig == "driving" else tuple(bag.cameras)
+        cameras = tuple(bag.cameras)  # the driving rig's six, or the object rig's eight
         params = NodeParams(**{**dataclasses.asdict(base), "cameras": cameras, "checkpoint": args.checkpoint or base.checkpoint,
                                "use_ground_plane": base.use_ground_plane and args.rig == "driving"})
         backend = make_backend(params)

@@ -40,6 +40,8 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, in_image, project_points
 
+from .stereo import plain_background
+
 if TYPE_CHECKING:  # config imports the prior, which sits beside this module
     from .config import ModelConfig
 
@@ -112,8 +114,7 @@ def plain_background_views(pixels: Tensor, background: Tensor, tolerance: float,
     """[V] which views of pixels [V, 3, H, W] have at least `share` of their pixels within `tolerance`
     (max over channels) of the `background` colour [3]: a subject before a plain background (the
     stereo's test, `StereoConstants.min_background`)."""
-    near = (pixels - background.to(pixels)[:, None, None]).abs().amax(1) < tolerance
-    return near.flatten(1).float().mean(-1) >= share
+    return plain_background((pixels - background.to(pixels)[:, None, None]).abs().amax(1) < tolerance, share)
 
 
 def reconstruction_windows(config: ModelConfig, means: Tensor, pixels: Tensor, cameras: Cameras, times: Tensor) -> Tensor | None:

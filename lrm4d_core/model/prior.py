@@ -375,6 +375,6 @@ def decode_prior(
         unobserved = (partners < 0).all(-1)[:, :, None].expand(per_pixel).reshape(B, V * H * W)
         gaussians = gaussians.held_still(unobserved, expand(times)[..., 0])
     if inference and constants.thickness.depth > 0:  # a subject seen from one side has a body behind it
-        gaussians = thickened(gaussians, is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras, times,
-                              spacing, constants.thickness, constants.stereo.min_background, placed=aligned)
+        gaussians = thickened(gaussians, is_background.reshape(B, V, H, W), ray_origins, ray_directions, cameras, focal,
+                              times, spacing, constants.thickness, constants.stereo.min_background, placed=aligned)
     return gaussians

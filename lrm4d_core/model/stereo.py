@@ -61,7 +61,7 @@ from lrm4d_core.cameras import Cameras, in_image, project_points
 
 from .windows import box_mean
 
-__all__ = ["StereoConstants", "stereo_log_scales"]
+__all__ = ["StereoConstants", "plain_background", "stereo_log_scales"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,13 @@ class StereoConstants:
                 or not 0 <= self.min_background <= 1 or self.persist < 0 or self.plain_search < 0 or self.plain_max_gap < 0 \
                 or not 0 <= self.min_overlap <= 1:
             raise ValueError(f"invalid stereo constants {self}")
+
+
+def plain_background(is_background: Tensor, share: float) -> Tensor:
+    """[...] which views, given their background-coloured pixels `is_background` [..., H, W] (bool),
+    show a subject before a plain background: at least `share` of their pixels are background
+    (`StereoConstants.min_background`; the test `model.thickness` and `model.nearest_copy` use too)."""
+    return is_background.flatten(-2).float().mean(-1) >= share
 
 
 def _usable(ends: Tensor, partners: Cameras, constants: StereoConstants) -> Tensor:
@@ -210,7 +217,7 @@ def stereo_log_scales(
         return out, static
     d = depth.reshape(B, V, H, W, 1)
     o, r = ray_origins.reshape(B, V, H, W, 3), ray_directions.reshape(B, V, H, W, 3)
-    has_plain_background = background.reshape(B, V, -1).float().mean(-1) >= constants.min_background
+    has_plain_background = plain_background(background.reshape(B, V, H, W), constants.min_background)
     textured = ~has_plain_background
     plain = has_plain_background & (constants.plain_search > 0)
     if aligned is not None:

@@ -35,6 +35,8 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras, in_image, project_points
 from lrm4d_core.gaussians import Gaussians4D
 
+from .stereo import plain_background
+
 __all__ = ["ThicknessConstants", "edge_distance", "silhouette_bounded", "thickened"]
 
 
@@ -116,7 +118,7 @@ def silhouette_bounded(half_depth: Tensor, foreground: Tensor, plain: Tensor, ra
 
 
 def thickened(gaussians: Gaussians4D, is_background: Tensor, ray_origins: Tensor, ray_directions: Tensor,
-              cameras: Cameras, times: Tensor, gap: Tensor, constants: ThicknessConstants,
+              cameras: Cameras, focal: Tensor, times: Tensor, gap: Tensor, constants: ThicknessConstants,
               min_background: float, placed: Tensor | None = None) -> Gaussians4D:
     """The pixel-aligned Gaussians `gaussians` [B, V*H*W, ...] (view-major pixel order) with depth
     behind the foreground of plain-background views (module docstring).
@@ -124,7 +126,8 @@ def thickened(gaussians: Gaussians4D, is_background: Tensor, ray_origins: Tensor
     Args:
         is_background: [B, V, H, W] the pixels of the background colour.
         ray_origins, ray_directions: [B, V*H*W, 3] each pixel's ray (unit directions).
-        cameras: the B*V input cameras; times: [B, V]; gap: [B] the input-time spacing.
+        cameras: the B*V input cameras; focal: [B, V] their pixels per unit of depth; times: [B, V];
+            gap: [B] the input-time spacing.
         min_background: a view is before a plain background when at least this share of its
             pixels are background.
         placed: [B, V] bool, views that crossing cameras' silhouettes already placed
@@ -134,13 +137,11 @@ def thickened(gaussians: Gaussians4D, is_background: Tensor, ray_origins: Tensor
     if constants.depth <= 0:
         return gaussians
     B, V, H, W = is_background.shape
-    plain = is_background.flatten(2).float().mean(-1) >= min_background  # [B, V]
+    plain = plain_background(is_background, min_background)  # [B, V]
     chosen = plain if placed is None else plain & ~placed
     foreground = ~is_background & chosen[:, :, None, None]
     if not bool(foreground.any()):
         return gaussians
-    K = cameras.K.reshape(B, V, 3, 3).to(gaussians.means)
-    focal = 0.5 * (K[:, :, 0, 0] + K[:, :, 1, 1])  # pixels per unit of depth
     distance = edge_distance(foreground.reshape(B * V, H, W), constants.max_pixels).reshape(B, V, H * W)
     o, d = ray_origins.reshape(B, V, H * W, 3), ray_directions.reshape(B, V, H * W, 3)
     depth = ((gaussians.means[..., :3].reshape(B, V, H * W, 3) - o) * d).sum(-1)
