@@ -1,4 +1,4 @@
-"""Depth of the input pixels' Gaussians with and without the view alignment (docs/default_model.md).
+"""Depth of the input pixels' Gaussians with and without the view alignment (docs/default_model/experiments.md).
 
     python docs/default_model/align_depth.py DATA_DIR [--protocol alternating] [--scenes 2]
         [--checkpoint lrm4d_core/weights/lrm4d_tiny_default.safetensors]

@@ -1,4 +1,4 @@
-"""Input-pixel depth error by true distance, on driving or workspace scenes (docs/default_model.md).
+"""Input-pixel depth error by true distance, on driving or workspace scenes (docs/default_model/experiments.md).
 
     python docs/default_model/depth_by_range.py data/val_driving [--scenes 2] [--checkpoint CKPT]
 

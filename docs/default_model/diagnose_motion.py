@@ -1,4 +1,4 @@
-"""What a checkpoint predicts for motion and persistence on training draws (docs/default_model.md).
+"""What a checkpoint predicts for motion and persistence on training draws (docs/default_model/experiments.md).
 
     python docs/default_model/diagnose_motion.py CHECKPOINT [--config docs/train_tiny.yaml] [--draws 10]
     python docs/default_model/diagnose_motion.py CHECKPOINT --overfit

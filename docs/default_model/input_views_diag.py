@@ -8,7 +8,7 @@ Session 7 (the shipped weights, before the view-dependent opacity): workspace va
 27.0 / 21.9 dB with every Gaussian, 30.2 / 25.1 with the input's own alone: the other inputs'
 Gaussians, seen from far off their own directions, cover each input's own with their errors.
 Session 15 (`--view-dependence 0.75 --nearest-copy 0` and `0.7`, the shipped file's): see
-docs/default_model.md, "Nearest copy in time".
+docs/default_model/experiments.md, "Nearest copy in time".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ceiling of finite-difference motion between two inputs of one camera (docs/default_model.md).
+"""The ceiling of finite-difference motion between two inputs of one camera (docs/default_model/experiments.md).
 
     python docs/default_model/motion_ceiling.py [--config docs/train_tiny.yaml] [--draws 8]
 

@@ -1,5 +1,5 @@
 """What makes an input view's own Gaussians re-render it badly: the network's residuals, one at a
-time replaced by the prior's own values (docs/default_model.md, "Why the interpolation inputs
+time replaced by the prior's own values (docs/default_model/experiments.md, "Why the interpolation inputs
 fall short").
 
     python docs/default_model/own_gaussians_diag.py data/val_object --protocol interpolation [--scene 0] [--views 3]

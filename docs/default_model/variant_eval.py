@@ -1,5 +1,5 @@
 """`lrm4d eval` of a variant of a checkpoint: config overrides, and optionally a time preference at
-render time (docs/default_model.md, session 11). An experiment harness, not a feature.
+render time (docs/default_model/experiments.md, session 11). An experiment harness, not a feature.
 
     python docs/default_model/variant_eval.py [--checkpoint CKPT] [--override JSON]
         [--time-preference S W] -- EVAL_ARGS...

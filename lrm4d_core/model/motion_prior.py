@@ -2,8 +2,8 @@
 camera at another input time (the motion counterpart of `model.prior`'s depth guess).
 
 Why: trained on this machine, the network never learned to perceive motion across views (implied
-speeds ~0 against true 0.07-1.17 model units per model time, docs/default_model.md), although the
-4D parametrization can express it. A geometric cue, computed from the inputs alone, gives each
+speeds ~0 against true 0.07-1.17 model units per model time; docs/default_model/experiments.md,
+"Motion prior"), although the 4D parametrization can express it. A geometric cue, computed from the inputs alone, gives each
 pixel's Gaussian a velocity that training can only refine.
 
 For each input view i of a window:
@@ -56,7 +56,7 @@ __all__ = ["MotionPriorConstants", "partner_views", "matched_velocity", "velocit
 @dataclass(frozen=True)
 class MotionPriorConstants:
     """Constants of the block-matching velocity (module docstring). The defaults other than
-    `radius` are the ones chosen on the workspace and driving bags (docs/default_model.md).
+    `radius` are the ones chosen on the workspace and driving bags (docs/default_model/experiments.md, "Motion prior").
 
     Attributes:
         radius: search radius in pixels; 0 (the default, and what checkpoints that predate the

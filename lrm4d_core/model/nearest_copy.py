@@ -8,7 +8,7 @@ every static surface point, and each copy stays visible over much of the window 
 residuals, so re-rendering one input blends its own Gaussians with blurred copies from the others:
 on two workspace validation windows the inputs re-render at 28.5 / 23.4 dB with every Gaussian and
 31.3 / 25.6 with their own alone, 29.8 / 24.5 with this (`docs/default_model/input_views_diag.py`;
-docs/default_model.md, "Nearest copy in time"). Image-based
+docs/default_model/experiments.md, "Nearest copy in time"). Image-based
 rendering picks, among several images of the same point, the one nearest the wanted view; this is
 the same choice along time, made only where the copies agree.
 
@@ -124,7 +124,7 @@ def reconstruction_windows(config: ModelConfig, means: Tensor, pixels: Tensor, c
     cameras, model times [V]). Views of a subject before a plain background get no windows: their
     Gaussians that matter are the subject's, which moves, and a slow one looks alike a few frames
     apart at this resolution (on the object validation scenes the copies cost 0.1 dB at held-out
-    views; docs/default_model.md, "Nearest copy in time")."""
+    views; docs/default_model/experiments.md, "Nearest copy in time")."""
     if config.nearest_copy <= 0:
         return None
     plain = plain_background_views(pixels, torch.tensor(config.background), config.prior.background_tolerance,

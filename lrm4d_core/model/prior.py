@@ -234,7 +234,7 @@ def ground_discs(images: Tensor, on_ground: Tensor, footprint: Tensor, ray_direc
     (the environment shows through). A disc flat on the known ground, as wide as the pixel's
     footprint there (the geometric mean of 1 and 1 / sin), closes them. Only where the input patch
     is smooth: a disc wider than the network's Gaussian blurs a textured floor
-    (docs/default_model.md, "Ground discs", has the measurements).
+    (docs/default_model/experiments.md, "Ground discs", has the measurements).
 
     Args:
         images: [B, V, 3, H, W]; on_ground: [B, V*H*W, 1] bool, pixels put on the ground (not moving);

@@ -2,8 +2,8 @@
 inputs (a plane sweep around the decoded depth, for textured scenes whose cameras move or differ).
 
 Why: on open rigs the network puts far surfaces too near (driving: buildings beyond 15 m at about
-0.8 of their distance, docs/default_model.md, "Driving depth by distance"), and one 64 px view
-cannot tell 20 m from 25 m. A moving car's cameras see the same buildings from places metres
+0.8 of their distance; docs/default_model/experiments.md, "Where driving's depth goes wrong"), and
+one 64 px view cannot tell 20 m from 25 m. A moving car's cameras see the same buildings from places metres
 apart, and a workspace's cameras see the same table from several sides: where a surface is
 textured and static, the depth at which a pixel's patch looks the same from the other inputs is
 its depth. `view_align` does the same for scenes of a subject before a plain background, from

@@ -21,7 +21,7 @@ Views without a plain background (driving, workspace) are left alone: their "sil
 image borders. The test is the stereo's (`StereoConstants.min_background`). So are views that the
 silhouette alignment placed (`model.view_align`): a crossing camera near in time saw the subject
 from the side, and its own Gaussians show that side; inflating what it sees thin costs PSNR there
-(docs/default_model.md, "Thickness behind one-sided views").
+(docs/default_model/experiments.md, "Thickness behind one-sided views").
 """
 
 from __future__ import annotations

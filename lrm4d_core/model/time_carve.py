@@ -65,7 +65,7 @@ class TimeCarveConstants:
     Attributes:
         width: a contradicted Gaussian's temporal scale is at most this times its distance in time
             to the witness that contradicts it. The embedded default model uses 0.5 with
-            `steady` 2 (docs/default_model.md, "Carving over time").
+            `steady` 2 (docs/default_model/experiments.md, "Carving over time").
         margin: seen through means nearer than (1 - margin) times the witness's depth there; not
             hidden, nearer than (1 + margin) times it.
         colour: a witness contradicts only where its colour differs from the Gaussian's pixel

@@ -3,7 +3,7 @@ other views' silhouettes (one factor per view, then each pixel carved into the s
 
 Why: on object scenes (a subject in front of a plain background) the network places each input
 view's pixels at a depth that is off by a factor that is nearly the same for the whole view and
-the same camera from one time to the next (`docs/default_model.md`, "View alignment": the median
+the same camera from one time to the next (`docs/default_model/experiments.md`, "View alignment": the median
 log-depth error of a view ranges from -0.21 to +0.18, its spread within the view is about 0.05). Each view then
 puts the subject at a slightly different place, and a held-out view sees several ghosts of it.
 The silhouettes of the other inputs fix that factor without any learning: scaling a view's depths

@@ -19,7 +19,7 @@ most of theirs, and a Gaussian of an input much worse placed than another keeps 
 (`ModelConfig.view_dependence`, `view_dependence_deg`; 0, the default of checkpoints that predate
 it, turns it off) and training renders its targets with it (`train.losses.render_targets`), so the
 network fits its colours and opacities to it: the shipped checkpoint was fine-tuned that way with
-strength 0.75 and width 15 degrees (docs/default_model.md, "View-dependent opacity"). The
+strength 0.75 and width 15 degrees (docs/default_model/experiments.md, "View-dependent opacity"). The
 published point clouds have no viewpoint and do not use it.
 """
 

@@ -72,7 +72,7 @@ def velocity_loss(gaussians: Gaussians4D, velocities: Tensor, moving_speed: floa
     it) and over the others. Why: moving pixels are a few percent of most batches, so a plain mean
     is nearly minimised by predicting zero everywhere, which is what a model trained with it did;
     balanced, the moving pixels together weigh as much as all static ones together. (On the tiny
-    model's CPU budget this did not teach motion either; docs/default_model.md.)"""
+    model's CPU budget this did not teach motion either; docs/default_model/experiments.md.)"""
     B, V, H, W, _ = velocities.shape
     v = implied_velocity(gaussians)[:, : V * H * W].reshape(-1, 3)
     target = velocities.reshape(-1, 3).to(v)
