@@ -346,3 +346,36 @@ def test_a_model_with_view_dependent_opacity_trains_with_it(tiny_data, tmp_path,
     summary = train(cfg, progress=False)
     assert math.isfinite(summary["last_loss"])
     assert seen and all(s == ((0.5, 20.0), torch.Size([2, 3, 3]), 16 * 16) for s in seen)
+
+
+def test_as_shipped_copies_the_inference_config_and_keeps_the_weights(tiny_data, tmp_path):
+    """docs/default_model/as_shipped.py (used by bench/gpu_run.sh): a freshly trained checkpoint
+    gets the reference's inference-time fields, every other config field stays the trained one's,
+    and its weights are the trained ones cast to float16."""
+    import importlib.util
+    from dataclasses import replace
+
+    from lrm4d_core.io.checkpoint import load_checkpoint, save_checkpoint
+    from lrm4d_core.model.lrm4d import LRM4D
+    from lrm4d_core.model.prior import PriorConstants
+
+    spec = importlib.util.spec_from_file_location("_as_shipped", Path(__file__).parents[1] / "docs/default_model/as_shipped.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    train(config(tiny_data, tmp_path / "run", steps=1, save_every=1), progress=False)
+    trained = tmp_path / "run" / "checkpoints" / "step_0000001.safetensors"
+    model, cfg, _ = load_checkpoint(trained)
+    reference = tmp_path / "reference.safetensors"  # another architecture: only config fields travel
+    ref_cfg = replace(cfg, hidden=48, prior=PriorConstants(ground_snap=0.3), view_dependence=0.5, nearest_copy=0.6,
+                      facing_inward=not cfg.facing_inward)
+    save_checkpoint(reference, LRM4D(ref_cfg), ref_cfg)
+    out = tmp_path / "shipped.safetensors"
+    module.as_shipped(trained, out, reference)
+    got, got_cfg, _ = load_checkpoint(out)
+    for name in module.INFERENCE_FIELDS:
+        assert getattr(got_cfg, name) == getattr(ref_cfg, name)
+    assert got_cfg.hidden == cfg.hidden and got_cfg.facing_inward == cfg.facing_inward
+    for name, tensor in model.state_dict().items():
+        expected = tensor.half().to(tensor.dtype) if tensor.is_floating_point() else tensor
+        assert torch.equal(got.state_dict()[name], expected), name
+    assert {t.dtype for t in load_file(str(out)).values() if t.is_floating_point()} == {torch.float16}
