@@ -183,7 +183,7 @@ def symmetric_eigh_3x3(sym: Tensor, max_sweeps: int = 10, tol: float = 1e-14) ->
 
 
 def _refactor(a: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """A covariance factor A [..., 4, 4] (Sigma4 = A A^T, float64) -> the SPEC's (scales, q_left,
+    """A covariance factor A [..., 4, K] (Sigma4 = A A^T, float64; K >= 4) -> the SPEC's (scales, q_left,
     q_right) with R4 S S R4^T = Sigma4, in `dtype`. The eigendecomposition of the symmetric
     Sigma4 (U diag(s^2) U^T, float64) gives the same U and s as an SVD of A, faster on a CPU
     (bench/refactor.py), and re-factoring is most of the cost of publishing the 4D set. Squaring costs
@@ -566,10 +566,9 @@ class Gaussians4D:
             return self
         idx = mask.nonzero(as_tuple=True)
         e = torch.cat([directions[idx], torch.zeros_like(directions[idx][..., :1])], -1).double()
-        a = factor[idx].double()
-        sigma = a @ a.transpose(-1, -2) + spread[idx].double()[..., None, None] ** 2 * (e[..., :, None] * e[..., None, :])
-        evals, u = torch.linalg.eigh(sigma)
-        scales, q_left, q_right = _scales_and_quaternions(u, evals.clamp_min(0.0).sqrt(), self.means.dtype)
+        # [A | spread e] is a 4x5 factor of A A^T + spread^2 e e^T
+        stretched = torch.cat([factor[idx].double(), (spread[idx].double()[..., None] * e)[..., None]], -1)
+        scales, q_left, q_right = _refactor(stretched, self.means.dtype)
         means = self.means.clone()
         means[idx + (slice(0, 3),)] = self.means[idx][..., :3] + shift[idx][..., None] * directions[idx]
         new_scales, new_ql, new_qr = self.scales.clone(), self.q_left.clone(), self.q_right.clone()

@@ -8,8 +8,7 @@ alignment, stereo, carving, thickness, nearest copy, view-dependent opacity; doc
 `lrm4d train` has the preset's config, with them off, so comparing it with the shipped file as it
 stands would compare the steps, not the networks. This copies the reference's `prior`,
 `view_dependence`, `view_dependence_deg` and `nearest_copy` onto the trained weights (nothing that
-changes a parameter shape), checks that the weights are unchanged, and converts to float16 as the
-shipped file is. `facing_inward` stays the trained model's: it is the normalization the network
+changes a parameter shape) and converts to float16 as the shipped file is. `facing_inward` stays the trained model's: it is the normalization the network
 was trained with. bench/gpu_run.sh uses it for the `small` preset trained on a GPU.
 """
 
@@ -30,11 +29,8 @@ INFERENCE_FIELDS = ("prior", "view_dependence", "view_dependence_deg", "nearest_
 def as_shipped(trained: Path, out: Path, reference: Path) -> None:
     """Write `trained`'s weights with `reference`'s inference-time fields to `out` (float16)."""
     _, ref_config, _ = load_checkpoint(reference)
-    original, _, _ = load_checkpoint(trained)
+    # fields that change no parameter shape: load_checkpoint's strict check keeps the weights as stored
     model, config, provenance = load_checkpoint(trained, **{k: getattr(ref_config, k) for k in INFERENCE_FIELDS})
-    for name, tensor in original.state_dict().items():  # the config changed, never the weights
-        if not torch.equal(tensor, model.state_dict()[name]):
-            raise RuntimeError(f"{name} changed while copying the config")
     with tempfile.TemporaryDirectory() as tmp:
         full = Path(tmp) / "full.safetensors"
         save_checkpoint(full, model, config, provenance | {"inference_config_from": str(reference)})
