@@ -8,6 +8,8 @@ Prints one JSON document to stdout (progress goes to stderr):
 Scenes: N Gaussians spread in a box in front of one camera (50 degree FOV), anisotropic, with
 footprints from a few to tens of pixels and uniform opacities; `--translucent` adds rows with
 low opacities, where few pixels terminate early and every splat-pixel pair must be evaluated.
+`--plane-depth` also times each scene with `depth_mode="plane"` (each splat's depth plane, what
+renders of reconstructions use) beside the default, and prints the ratio (`plane_depth_cost`).
 
 "dense" evaluates every visible Gaussian at every pixel (chunks of pixels, so it fits in
 memory; its backward runs chunk by chunk into the projected splats), with the same compositing
@@ -287,6 +289,8 @@ def main() -> None:
                     help="timed calls per measurement (default 5, quick 3; dense 2, quick 1)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--option", action="append", default=[], help="torch backend option key=value (repeatable)")
+    ap.add_argument("--plane-depth", action="store_true",
+                    help="also time depth_mode='plane' (depth planes) beside the default, with the ratio")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: scene:n:res in a child process
     args = ap.parse_args()
     if args.threads:
@@ -309,6 +313,12 @@ def main() -> None:
         g, cams = make_scene(n, res, opacity=scenes[scene_name])
         row: dict = {"scene": scene_name, "n_gaussians": n, "resolution": res}
         row["torch"] = bench_torch(g, cams, repeats, options)
+        if args.plane_depth:  # side by side: the same scene with each splat's depth plane
+            row["torch_plane_depth"] = bench_torch(g, cams, repeats, options | {"depth_mode": "plane"})
+            row["plane_depth_cost"] = {
+                k: round(row["torch_plane_depth"][k]["seconds"] / row["torch"][k]["seconds"], 2)
+                for k in ("forward", "forward_backward")
+            }
         if not args.no_dense:
             row["dense"] = bench_dense(g, cams, budget, dense_repeats)
             row["speedup_vs_dense"] = {

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from lrm4d_core.cameras import Cameras
 from lrm4d_core.gaussians import Gaussians3D
 from lrm4d_core.render import RenderOutput, rasterize
+from lrm4d_core.render.depth_planes import depth_slopes
 from lrm4d_core.render.projection import project
 
 F64 = torch.float64
@@ -66,12 +68,15 @@ def make_gaussians(
 
 
 # ----------------------------------------------------------------------------- references
-def brute_force(gaussians: Gaussians3D, cameras: Cameras, background=None, near_plane: float = 0.01):
+def brute_force(gaussians: Gaussians3D, cameras: Cameras, background=None, near_plane: float = 0.01,
+                slopes: torch.Tensor | None = None):
     """Float64 per-pixel compositing with explicit loops (gsplat's kernel, transcribed).
 
     Projection comes from gsplat's own pure-torch reference (ours where gsplat is not installed;
-    the two are compared in test_projection_matches_gsplat_reference). Returns color, alpha,
-    depth as [C, H, W, k] tensors and the number of pixels that terminated early.
+    the two are compared in test_projection_matches_gsplat_reference). With `slopes` [C, N, 2]
+    (depth per pixel, `reference_slopes`) a splat's depth at a pixel is its depth plane there.
+    Returns color, alpha, depth as [C, H, W, k] tensors and the number of pixels that terminated
+    early.
     """
     g = gaussians.to(dtype=F64)
     covars = 0.5 * (g.covars + g.covars.transpose(-1, -2))
@@ -94,6 +99,7 @@ def brute_force(gaussians: Gaussians3D, cameras: Cameras, background=None, near_
         z = depths[c].tolist()
         order = sorted((i for i in range(len(z)) if z[i] > near_plane), key=lambda i: z[i])
         m2d, con = means2d[c].tolist(), conics[c].tolist()
+        slope = [[0.0, 0.0]] * len(z) if slopes is None else slopes[c].tolist()
         for v in range(height):
             for u in range(width):
                 px, py = u + 0.5, v + 0.5
@@ -113,7 +119,7 @@ def brute_force(gaussians: Gaussians3D, cameras: Cameras, background=None, near_
                         break
                     w = al * t
                     rgb = [rgb[k] + w * cols[i][k] for k in range(3)]
-                    wz += w * z[i]
+                    wz += w * (z[i] + slope[i][0] * dx + slope[i][1] * dy)
                     t = next_t
                 color[c, v, u] = torch.tensor([rgb[k] + bg[k] * t for k in range(3)])
                 alpha[c, v, u, 0] = 1 - t
@@ -121,7 +127,7 @@ def brute_force(gaussians: Gaussians3D, cameras: Cameras, background=None, near_
     return color, alpha, depth, terminated
 
 
-def dense_autograd(gaussians: Gaussians3D, cameras: Cameras):
+def dense_autograd(gaussians: Gaussians3D, cameras: Cameras, depth_mode: str = "center"):
     """Vectorized every-splat-every-pixel compositor, differentiated by torch autograd.
 
     Same math as the renderer (including the 0.999 clamp, the 1/255 skip and termination), used
@@ -131,6 +137,9 @@ def dense_autograd(gaussians: Gaussians3D, cameras: Cameras):
     dtype = gaussians.means.dtype
     width, height = cameras.width, cameras.height
     proj = project(gaussians.means, covars, cameras.world_to_cam.to(dtype), cameras.K.to(dtype), width, height)
+    slopes = torch.zeros_like(proj.means2d)
+    if depth_mode == "plane":
+        slopes = depth_slopes(gaussians.means, covars, cameras.world_to_cam.to(dtype), cameras.K.to(dtype), proj.covars2d)
     v, u = torch.meshgrid(
         torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5, indexing="ij"
     )
@@ -148,11 +157,45 @@ def dense_autograd(gaussians: Gaussians3D, cameras: Cameras):
         w = al * trans * (trans * (1 - al) > 1e-4).detach()
         colors.append(w @ gaussians.colors[order])
         alphas.append(w.sum(1, keepdim=True))
-        depths.append(w @ z[:, None])
+        z_pix = z[None] + (d * slopes[c, order][None]).sum(-1)  # [P, N] each splat's depth plane
+        depths.append((w * z_pix).sum(1, keepdim=True))
     shape = (len(cameras), cameras.height, cameras.width)
     alpha = torch.stack(alphas).reshape(*shape, 1)
     depth = torch.stack(depths).reshape(*shape, 1) / alpha.clamp_min(1e-10)
     return torch.stack(colors).reshape(*shape, 3), alpha, depth
+
+
+def ray_peak_depth(mean_cam: np.ndarray, cov_cam: np.ndarray, ray: np.ndarray) -> float:
+    """Depth z of the densest point z * ray (ray_z = 1) of a camera-space Gaussian: the minimum of
+    the quadratic (z r - mu)^T A (z r - mu), A = cov^-1 (checked against sampling below)."""
+    a = np.linalg.inv(cov_cam)
+    return float(ray @ a @ mean_cam / (ray @ a @ ray))
+
+
+def reference_slopes(g: Gaussians3D, cameras: Cameras, limit: float = 1.0, h: float = 1e-3) -> torch.Tensor:
+    """[C, N, 2] depth planes by central differences of `ray_peak_depth` over pixel offsets +-h at
+    each splat's centre pixel, scaled down where they change the depth by more than `limit` times
+    the centre depth over +-3 sigma of the image footprint (the inverse of gsplat's conic)."""
+    covars = 0.5 * (g.covars + g.covars.transpose(-1, -2))
+    proj = project(g.means, covars, cameras.world_to_cam.to(F64), cameras.K.to(F64), cameras.width, cameras.height)
+    out = np.zeros((len(cameras), len(g), 2))
+    for c in range(len(cameras)):
+        w2c, k = cameras.world_to_cam[c].numpy(), cameras.K[c].numpy()
+        for i in range(len(g)):
+            mu = w2c[:3, :3] @ g.means[i].numpy() + w2c[:3, 3]
+            cov = w2c[:3, :3] @ covars[i].numpy() @ w2c[:3, :3].T
+            u, v = k[0, 0] * mu[0] / mu[2] + k[0, 2], k[1, 1] * mu[1] / mu[2] + k[1, 2]
+
+            def peak(du: float, dv: float) -> float:
+                ray = np.array([(u + du - k[0, 2]) / k[0, 0], (v + dv - k[1, 2]) / k[1, 1], 1.0])
+                return ray_peak_depth(mu, cov, ray)
+
+            slope = np.array([peak(h, 0) - peak(-h, 0), peak(0, h) - peak(0, -h)]) / (2 * h)
+            a, b, cc = proj.conics[c, i].tolist()
+            cov2d = np.linalg.inv(np.array([[a, b], [b, cc]]))
+            change = float(np.abs(slope) @ (3 * np.sqrt(np.diag(cov2d))))
+            out[c, i] = slope * min(1.0, limit * mu[2] / change) if change > 0 else slope
+    return torch.from_numpy(out)
 
 
 # ----------------------------------------------------------------------------- 1. projection
@@ -276,6 +319,80 @@ def test_float32_close_to_float64():
     torch.testing.assert_close(out.alpha, ref.alpha.float(), atol=2e-4, rtol=0)
 
 
+# ----------------------------------------------------------------------------- 3b. depth planes
+def test_ray_peak_depth_is_the_sampled_density_maximum():
+    """The closed form of the reference against dense sampling along a few rays."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        cov = rot @ np.diag(rng.uniform(0.01, 0.5, 3) ** 2) @ rot.T
+        mu = np.array([0.2, -0.1, 3.0]) + rng.normal(size=3) * 0.1
+        ray = np.array([*(mu[:2] / mu[2] + rng.normal(size=2) * 0.05), 1.0])
+        z = np.linspace(1.0, 5.0, 400001)
+        diff = z[:, None] * ray - mu
+        density = -0.5 * np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+        assert abs(ray_peak_depth(mu, cov, ray) - z[np.argmax(density)]) < 2e-5
+
+
+def test_depth_slopes_match_finite_differences_of_the_rays_densest_point():
+    cams = make_cameras(2, 40, 32)
+    g = make_gaussians(25, seed=11, scale=(0.02, 0.6))
+    covars = 0.5 * (g.covars + g.covars.transpose(-1, -2))
+    proj = project(g.means, covars, cams.world_to_cam, cams.K, cams.width, cams.height)
+    ours = depth_slopes(g.means, covars, cams.world_to_cam, cams.K, proj.covars2d, limit=float("inf"))
+    ref = reference_slopes(g, cams, limit=float("inf"))
+    assert float(ref.abs().max()) > 0.01  # anisotropic splats: their planes are tilted
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    limited = depth_slopes(g.means, covars, cams.world_to_cam, cams.K, proj.covars2d, limit=0.05)
+    shrunk = limited.norm(dim=-1) < ours.norm(dim=-1) - 1e-9
+    assert 0 < int(shrunk.sum()) < shrunk.numel()  # the limit acts on some, not all
+    torch.testing.assert_close(limited, reference_slopes(g, cams, limit=0.05), atol=1e-6, rtol=1e-5)
+
+
+def _tilted_disc(tilt_deg: float, radius: float = 0.15, depth: float = 2.0) -> Gaussians3D:
+    """A thin disc (thickness 1% of its radius) at `depth` on the optical axis, its normal tilted
+    by `tilt_deg` from the viewing direction about the x axis."""
+    t = math.radians(tilt_deg)
+    rot = torch.tensor([[1, 0, 0], [0, math.cos(t), -math.sin(t)], [0, math.sin(t), math.cos(t)]], dtype=F64)
+    cov = rot @ torch.diag(torch.tensor([radius, radius, 0.01 * radius], dtype=F64) ** 2) @ rot.T
+    return Gaussians3D(torch.tensor([[0.0, 0.0, depth]], dtype=F64), cov[None], torch.tensor([0.95], dtype=F64),
+                       torch.ones(1, 3, dtype=F64), torch.zeros(1, 3, dtype=F64))
+
+
+def test_plane_depth_of_a_tilted_disc_is_where_the_rays_meet_it():
+    """Rendered depth across a disc seen obliquely: the ray-plane intersection, within the
+    linearisation, where every pixel has the centre's depth in "center" mode."""
+    f, size = 80.0, 64
+    cams = Cameras(torch.tensor([[[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]]], dtype=F64), EYE4[None], size, size)
+    disc = _tilted_disc(60.0, radius=0.3)
+    normal = torch.linalg.eigh(disc.covars[0]).eigenvectors[:, 0]  # the thin axis
+    v, u = torch.meshgrid(torch.arange(size, dtype=F64) + 0.5, torch.arange(size, dtype=F64) + 0.5, indexing="ij")
+    rays = torch.stack([(u - size / 2) / f, (v - size / 2) / f, torch.ones_like(u)], -1)
+    truth = float(normal @ disc.means[0]) / (rays @ normal)  # depth where each ray meets the plane
+    plane = rasterize(disc, cams, depth_mode="plane")
+    centre = rasterize(disc, cams)
+    torch.testing.assert_close(plane.color, centre.color)
+    torch.testing.assert_close(plane.alpha, centre.alpha)
+    seen = plane.alpha[0, ..., 0] > 0.5
+    assert int(seen.sum()) > 100
+    plane_err = (plane.depth[0, ..., 0][seen] / truth[seen] - 1).abs()
+    centre_err = (centre.depth[0, ..., 0][seen] / truth[seen] - 1).abs()
+    assert float(centre_err.max()) > 0.1 and float(plane_err.max()) < 0.03  # 0.14 and 0.02
+
+
+@pytest.mark.parametrize("options", SMALL_OPTIONS)
+def test_plane_depth_matches_brute_force(options):
+    cams = make_cameras(2, 24, 20)
+    g = make_gaussians(50, seed=12, scale=(0.05, 0.5))
+    out = rasterize(g, cams, backend="torch", depth_mode="plane", **options)
+    color, alpha, depth, _ = brute_force(g, cams, slopes=reference_slopes(g, cams))
+    centre = rasterize(g, cams, backend="torch", **options)
+    torch.testing.assert_close(out.color, color, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.alpha, alpha, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.depth, depth, atol=1e-5, rtol=0)
+    assert float((out.depth - centre.depth).abs().max()) > 0.05  # the planes change the depth
+
+
 # ----------------------------------------------------------------------------- 4. gradients
 def _tiny_scene_fn(cams, options, base):
     def fn(means, chol, opacities, colors):
@@ -287,7 +404,8 @@ def _tiny_scene_fn(cams, options, base):
     return fn
 
 
-@pytest.mark.parametrize("options", [{}, {"tile_size": 4, "first_slab": 1, "first_round": 1, "max_round": 1}])
+@pytest.mark.parametrize("options", [{}, {"tile_size": 4, "first_slab": 1, "first_round": 1, "max_round": 1},
+                                     {"depth_mode": "plane"}])
 def test_gradcheck_tiny_scene(options):
     cams = make_cameras(1, 10, 8, focal=2.0)
     g = make_gaussians(4, seed=5, spread=0.4, scale=(0.2, 0.5), opacity=(0.3, 0.7))
@@ -298,9 +416,11 @@ def test_gradcheck_tiny_scene(options):
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_gradients_match_dense_autograd_with_termination():
+@pytest.mark.parametrize("depth_mode", ["center", "plane"])
+def test_gradients_match_dense_autograd_with_termination(depth_mode):
     """Clamped alphas, skipped alphas and terminated pixels: backward equals autograd on the dense
-    reference (gradcheck cannot cross these thresholds)."""
+    reference (gradcheck cannot cross these thresholds). With depth planes both take the slopes
+    from `depth_slopes`; what is compared is the compositor's backward through them."""
     cams = make_cameras(2, 20, 16)
     g = make_gaussians(40, seed=6, spread=0.5, scale=(0.15, 0.6), opacity=(0.5, 1.0))
     g.opacities[:6] = 1.0  # alpha clamped to 0.999 near their centres
@@ -314,11 +434,12 @@ def test_gradients_match_dense_autograd_with_termination():
         return torch.autograd.grad(loss, leaves), outs
 
     def ours_fn(x: Gaussians3D):
-        r = rasterize(x, cams, backend="torch", tile_size=4, first_slab=5, first_round=2, max_round=4)
+        r = rasterize(x, cams, backend="torch", depth_mode=depth_mode, tile_size=4, first_slab=5, first_round=2,
+                      max_round=4)
         return r.color, r.alpha, r.depth
 
     ours, outs = grads(ours_fn)
-    ref, ref_outs = grads(lambda x: dense_autograd(x, cams))
+    ref, ref_outs = grads(lambda x: dense_autograd(x, cams, depth_mode))
     for a, b in zip(outs, ref_outs):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
     assert brute_force(g, cams)[3] > 50  # pixels that terminate early, of 640
@@ -430,15 +551,16 @@ def _close_but_for_rare_flips(ours: torch.Tensor, ref: torch.Tensor, atol: float
 
 
 @pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
+@pytest.mark.parametrize("depth_mode", ["center", "plane"])
 @pytest.mark.parametrize("packed", [False, True])
-def test_torch_backend_matches_gsplat(packed):
+def test_torch_backend_matches_gsplat(packed, depth_mode):
     cams = make_cameras(3, 96, 72, torch.float32).to(device="cuda")
     g = make_gaussians(3000, seed=9, dtype=torch.float32, spread=1.5).to(device="cuda")
     bg = torch.tensor([0.2, 0.3, 0.4], device="cuda")
     outs, grads = [], []
     for backend, options in (("torch", {}), ("gsplat", {"packed": packed})):
         leaves = [t.clone().requires_grad_(True) for t in (g.means, g.covars, g.opacities, g.colors)]
-        out = rasterize(Gaussians3D(*leaves, g.velocities), cams, bg, backend=backend, **options)
+        out = rasterize(Gaussians3D(*leaves, g.velocities), cams, bg, backend=backend, depth_mode=depth_mode, **options)
         (out.color.square().sum() + out.alpha.sum() + 0.1 * out.depth.sum()).backward()
         outs.append(out)
         grads.append([leaf.grad for leaf in leaves])

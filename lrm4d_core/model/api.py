@@ -200,6 +200,11 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+RENDER_DEPTH_MODE = "plane"
+"""The depth a splat gives each pixel in renders of reconstructions (`render.rasterize`): its depth
+plane, so that the rendered (and published) depth of wide flat splats, such as the ground discs,
+is right across them. Colours do not depend on it; training and fitting render colours only."""
+
 DEFAULT_CHECKPOINT = "weights/lrm4d_tiny_default.safetensors"
 """Path, inside the lrm4d_core package, of the embedded default model (docs/default_model.md)."""
 
@@ -449,7 +454,7 @@ def render(
         )
     sliced = gaussians4d.slice(t, inference_filter=inference_filter)
     cams = cameras.to(device=sliced.means.device, dtype=sliced.means.dtype)
-    return rasterize(sliced, cams, background=background, backend=backend)
+    return rasterize(sliced, cams, background=background, backend=backend, depth_mode=RENDER_DEPTH_MODE)
 
 
 def rasterize_over(
@@ -480,11 +485,12 @@ def rasterize_over(
     cams = cameras.to(device=like.device, dtype=like.dtype)
     eps2d = model_resolution_blur(rec, cams)
     if background is None and rec.environment is not None:
-        out = rasterize(cloud, cams, background=None, backend=backend, eps2d=eps2d)
+        out = rasterize(cloud, cams, background=None, backend=backend, eps2d=eps2d, depth_mode=RENDER_DEPTH_MODE)
         return replace(out, color=composite(out.color, out.alpha, cams, rec.environment.to(device=like.device)))
     if background is None:
         background = torch.tensor(rec.background, dtype=like.dtype, device=like.device)
-    return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend, eps2d=eps2d)
+    return rasterize(cloud, cams, background=background.to(device=like.device, dtype=like.dtype), backend=backend, eps2d=eps2d,
+                     depth_mode=RENDER_DEPTH_MODE)
 
 
 def live_inputs(rec: Reconstruction, cloud: Gaussians3D, views: Tensor, share: float = 0.5) -> Tensor:

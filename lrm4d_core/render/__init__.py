@@ -20,6 +20,7 @@ from .torch_backend import rasterize_torch
 __all__ = ["RenderOutput", "rasterize", "rasterize_torch", "rasterize_gsplat", "gsplat_available"]
 
 Backend = Literal["auto", "torch", "gsplat"]
+DepthMode = Literal["center", "plane"]
 
 
 def rasterize(
@@ -27,6 +28,7 @@ def rasterize(
     cameras: Cameras,
     background: Tensor | None = None,
     backend: Backend = "auto",
+    depth_mode: DepthMode = "center",
     **options,
 ) -> RenderOutput:
     """Render unbatched 3D Gaussians into C pinhole cameras (gsplat's "classic" 3DGS rasterizer).
@@ -51,13 +53,18 @@ def rasterize(
         background: [3] colour behind the Gaussians, or None for black.
         backend: "torch", "gsplat", or "auto" (gsplat when the Gaussians are on CUDA and
             gsplat imports, else torch).
+        depth_mode: the depth a splat gives each pixel it covers. "center": its centre's z
+            (gsplat's expected depth). "plane": its depth plane, where the pixel's ray passes
+            nearest its centre, linearised at the centre pixel and limited for splats seen edge-on
+            (`depth_planes`); right across a wide flat disc seen obliquely, where "center" is not.
+            Colour and alpha do not depend on it.
         **options: near_plane (0.01), far_plane (1e10), eps2d (0.3), tile_size (torch 8,
             gsplat 16; results do not depend on it), and backend-specific ones (torch:
             first_slab, first_round, max_round, max_block, see `tiles.composite`; gsplat: packed).
 
     Returns:
         `RenderOutput` with color [C, H, W, 3], alpha [C, H, W, 1], depth [C, H, W, 1] (expected
-        depth sum(w z) / alpha, 0 where nothing renders), all in the Gaussians' dtype and device,
+        depth sum(w z) / alpha, z per `depth_mode`, 0 where nothing renders), all in the Gaussians' dtype and device,
         and stats (python ints: dropped_nonfinite, n_visible, n_intersections; torch backend also
         n_slabs, n_rounds, n_evaluated).
     """
@@ -71,6 +78,8 @@ def rasterize(
         backend = "gsplat" if gaussians.means.is_cuda and gsplat_available() else "torch"
     if backend not in ("torch", "gsplat"):
         raise ValueError(f"unknown backend {backend!r}")
+    if depth_mode not in ("center", "plane"):
+        raise ValueError(f"unknown depth_mode {depth_mode!r}")
 
     finite = gaussians.finite_mask()
     n_dropped = int((~finite).sum())
@@ -78,9 +87,9 @@ def rasterize(
     if len(clean) == 0:
         out = _empty(clean, cameras, background)
     elif backend == "gsplat":
-        out = rasterize_gsplat(clean, cameras, background, **options)
+        out = rasterize_gsplat(clean, cameras, background, depth_mode=depth_mode, **options)
     else:
-        out = rasterize_torch(clean, cameras, background, **options)
+        out = rasterize_torch(clean, cameras, background, depth_mode=depth_mode, **options)
     out.stats["dropped_nonfinite"] = n_dropped
     return out
 

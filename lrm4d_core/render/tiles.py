@@ -39,13 +39,16 @@ from .projection import ALPHA_THRESHOLD
 
 __all__ = ["PARAMS", "TileGrid", "TilePlan", "bin_splats", "composite"]
 
-PARAMS = ("mean_x", "mean_y", "conic_a", "conic_b", "conic_c", "opacity", "red", "green", "blue", "depth")
-"""Column order of the per-splat parameter matrix that `composite` consumes."""
+PARAMS = ("mean_x", "mean_y", "conic_a", "conic_b", "conic_c", "opacity", "red", "green", "blue", "depth",
+          "depth_du", "depth_dv")
+"""Column order of the per-splat parameter matrix that `composite` consumes. A splat's depth at
+pixel p is depth + (depth_du, depth_dv) . (p - mean): its depth plane (`projection.depth_slopes`;
+zero slopes give gsplat's one depth per splat). It is also the front-to-back sort key at the centre."""
 
 _MAX_ALPHA = 0.999
 _LOG_T_MIN = math.log(1e-4)  # a pixel terminates once its transmittance would drop to <= 1e-4
 _LOG_T_OUTSIDE = -1e4  # initial log-transmittance of the pixels of edge tiles outside the image
-_N_OUT = 5  # red, green, blue, sum(w z), sum(w) per pixel
+_N_OUT = 7  # red, green, blue, sum(w z0), sum(w dz/du), sum(w dz/dv), sum(w) per pixel (tile-local planes)
 _MAX_EXPONENT = 50.0  # exp(-50) is far below 1/255 and far above float32's denormals
 _PAD_EXPONENT = 1e4  # exponent of padding slots (alpha = 0)
 
@@ -193,8 +196,12 @@ class _Block:
         const = torch.where(in_range, const, torch.full_like(const, _PAD_EXPONENT))
         # log(o) - sigma = coef . basis, sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2, dx = lx - mx
         self.neg_coef = torch.stack([-0.5 * a, -b, -0.5 * c, lin_x, lin_y, -const], dim=-1)  # [B, K, 6]
-        # Per-splat features summed with the weights: colour, depth, 1 (for alpha). [B, K, 5]
-        self.feat = torch.cat([self.p[..., 6:10], torch.ones_like(self.p[..., :1])], dim=-1)
+        # Per-splat features summed with the weights: colour, the depth plane at the tile centre
+        # (z0 = depth - slope . m, m the centre relative to the tile centre) and its slopes, 1 (for
+        # alpha). [B, K, 7]; `composite` evaluates the summed planes at each pixel.
+        du, dv = self.p[..., 10], self.p[..., 11]
+        z0 = self.p[..., 9] - du * self.mx - dv * self.my
+        self.feat = torch.cat([self.p[..., 6:9], z0[..., None], self.p[..., 10:12], torch.ones_like(z0[..., None])], dim=-1)
 
     def forward(self, basis: Tensor, log_t_in: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(alpha, t_mask, w, log_t_out): alpha composited (0 where skipped, clamped to 0.999);
@@ -215,7 +222,7 @@ class _Block:
         return alpha, t_mask, w, log_t_out
 
     def backward_coefficients(self, grad_neg_coef: Tensor, grad_feat: Tensor) -> Tensor:
-        """[B, K, 10] gradient wrt the gathered parameters, from those of neg_coef and feat."""
+        """[B, K, 12] gradient wrt the gathered parameters, from those of neg_coef and feat."""
         a, b, c = self.p[..., 2], self.p[..., 3], self.p[..., 4]
         mx, my = self.mx, self.my
         g0, g1, g2, g3, g4, g5 = grad_neg_coef.unbind(-1)
@@ -223,13 +230,16 @@ class _Block:
         lin_y = b * mx + c * my
         # neg_coef = [-a/2, -b, -c/2, lin_x, lin_y, -(lin_x mx + lin_y my)/2 + log o]
         out = torch.empty_like(self.p)
-        out[..., 0] = a * g3 + b * g4 - lin_x * g5
-        out[..., 1] = b * g3 + c * g4 - lin_y * g5
+        du, dv, g_z0 = self.p[..., 10], self.p[..., 11], grad_feat[..., 3]
+        out[..., 0] = a * g3 + b * g4 - lin_x * g5 - du * g_z0  # z0 = depth - du mx - dv my
+        out[..., 1] = b * g3 + c * g4 - lin_y * g5 - dv * g_z0
         out[..., 2] = -0.5 * g0 + mx * g3 - 0.5 * mx * mx * g5
         out[..., 3] = -g1 + my * g3 + mx * g4 - mx * my * g5
         out[..., 4] = -0.5 * g2 + my * g4 - 0.5 * my * my * g5
         out[..., 5] = g5 / self.opacity
         out[..., 6:10] = grad_feat[..., :4]
+        out[..., 10] = grad_feat[..., 4] - mx * g_z0
+        out[..., 11] = grad_feat[..., 5] - my * g_z0
         return out
 
 
@@ -243,7 +253,7 @@ class _Round:
 
 
 class _Composite(torch.autograd.Function):
-    """Composite one plan onto a carried log-transmittance: (out [n_tiles, 5, P], log_t)."""
+    """Composite one plan onto a carried log-transmittance: (out [n_tiles, 7, P], log_t)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -266,7 +276,7 @@ class _Composite(torch.autograd.Function):
             for sl in _blocks(tiles.numel(), size * p_pix, max_block):
                 block = _Block(params, plan, geo, tiles[sl], pos[sl], size)
                 _, _, w, log_t_out[sl] = block.forward(geo.basis, log_t[sl])
-                # [B, 5, K] @ [B, K, P]: this orientation is several times faster than w^T @ feat.
+                # [B, 7, K] @ [B, K, P]: this orientation is several times faster than w^T @ feat.
                 out.index_add_(0, tiles[sl], torch.bmm(block.feat.transpose(1, 2), w))
                 stats["n_evaluated"] = stats.get("n_evaluated", 0) + w.numel()
             # A tile stays active while it has splats left and some pixel has not terminated.
@@ -301,9 +311,9 @@ class _Composite(torch.autograd.Function):
                 tiles = rnd.tiles[sl]
                 block = _Block(params, plan, geo, tiles, rnd.pos[sl], rnd.size)
                 alpha, t_mask, w, _ = block.forward(geo.basis, rnd.log_t[sl])
-                go = grad_out.index_select(0, tiles)  # [B, 5, P]
+                go = grad_out.index_select(0, tiles)  # [B, 7, P]
                 grad_w = torch.bmm(block.feat, go)  # [B, K, P]
-                grad_feat = torch.bmm(w, go.transpose(1, 2))  # [B, K, 5]
+                grad_feat = torch.bmm(w, go.transpose(1, 2))  # [B, K, 7]
                 # log T_i = log T_in + sum_{j<i} log(1 - alpha_j), so
                 # d/dlog(1 - alpha_j) = sum_{i>j} grad_w_i w_i (+ the gradient of log T_out).
                 s = grad_w.mul(w)
@@ -344,7 +354,7 @@ def composite(
     """Composite the splats of one image, front to back.
 
     Args:
-        params: [S, 10] per-splat parameters in `PARAMS` order (differentiable).
+        params: [S, 12] per-splat parameters in `PARAMS` order (differentiable).
         radii: [S, 2] int pixel half extents; 0 = culled.
         grid: image size and tile size.
         first_slab: splats in the first depth slab (at least 1/16 of the visible ones); slabs
@@ -356,7 +366,7 @@ def composite(
 
     Returns:
         accum: [height, width, 5] per pixel (sum w r, sum w g, sum w b, sum w z, sum w), with
-            w = alpha T the compositing weights.
+            w = alpha T the compositing weights and z each splat's depth plane at the pixel.
         stats: n_intersections (binned), n_slabs, n_rounds, n_evaluated (splat-pixel pairs).
     """
     geo = _Geometry(grid, params.dtype, params.device)
@@ -381,7 +391,10 @@ def composite(
         active = (log_t.detach() > _LOG_T_MIN).any(1)
         if not bool(active.any()):
             break
+    # The summed depth planes at each pixel: sum w z0 + lx sum w du + ly sum w dv (tile-local lx, ly).
+    lx, ly = geo.basis[3], geo.basis[4]
+    out = torch.cat([out[:, :3], out[:, 3:4] + lx * out[:, 4:5] + ly * out[:, 5:6], out[:, 6:7]], dim=1)
     t = grid.tile_size
-    img = out.reshape(grid.tiles_y, grid.tiles_x, _N_OUT, t, t).permute(0, 3, 1, 4, 2)
-    img = img.reshape(grid.tiles_y * t, grid.tiles_x * t, _N_OUT)
+    img = out.reshape(grid.tiles_y, grid.tiles_x, 5, t, t).permute(0, 3, 1, 4, 2)
+    img = img.reshape(grid.tiles_y * t, grid.tiles_x * t, 5)
     return img[: grid.height, : grid.width], stats

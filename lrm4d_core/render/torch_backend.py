@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..gaussians import Gaussians3D
+from .depth_planes import depth_slopes
 from .output import RenderOutput
 from .projection import project
 from .tiles import TileGrid, composite
@@ -28,6 +29,7 @@ def rasterize_torch(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
+    depth_mode: str = "center",
     tile_size: int = 8,
     first_slab: int = 16384,
     first_round: int = 16,
@@ -36,6 +38,7 @@ def rasterize_torch(
 ) -> RenderOutput:
     """Render finite, unbatched Gaussians ([N, ...]) into every camera. See `render.rasterize`.
 
+    depth_mode: "center" or "plane" (`render.rasterize`; `depth_planes`).
     Extra options (see `tiles.composite`): tile_size (pixels per tile edge), first_slab (splats
     binned at once, doubling), first_round / max_round (splats per tile per compositing round,
     doubling), max_block (elements evaluated at once, bounds the memory).
@@ -51,6 +54,10 @@ def rasterize_torch(
         opacities=gaussians.opacities, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
     )
     n_cams, n = proj.depths.shape
+    if depth_mode == "plane":
+        slopes = depth_slopes(means, covars, viewmats, Ks, proj.covars2d)
+    else:
+        slopes = torch.zeros(n_cams, n, 2, dtype=dtype, device=device)
     params = torch.cat(
         [
             proj.means2d,
@@ -58,9 +65,10 @@ def rasterize_torch(
             gaussians.opacities[None, :, None].expand(n_cams, n, 1),
             gaussians.colors[None].expand(n_cams, n, 3),
             proj.depths[..., None],
+            slopes,
         ],
         dim=-1,
-    )  # [C, N, 10] in tiles.PARAMS order
+    )  # [C, N, 12] in tiles.PARAMS order
     grid = TileGrid(width, height, tile_size)
     stats = {"n_visible": int(proj.visible.sum())}
     images = []
