@@ -540,7 +540,8 @@ def test_render_slices_and_calls_rasterize(monkeypatch):
     n_4d = calls["n"]
     api.render(rec, cams, 0.5)  # a Reconstruction: sliced in model space, same Gaussians
     assert calls["n"] == n_4d and calls["backend"] == "auto"
-    assert calls["options"] == {"eps2d": pytest.approx(0.3)}  # the input cameras: the model's own blur
+    # the input cameras: the model's own blur; rendered depth from each splat's depth plane
+    assert calls["options"] == {"eps2d": pytest.approx(0.3), "depth_mode": "plane"}
     batched = Gaussians4D(*(getattr(rec.gaussians, f.name)[None] for f in dataclasses.fields(Gaussians4D)))
     with pytest.raises(ValueError, match="unbatched"):
         api.render(batched, cams, 0.5)

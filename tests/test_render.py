@@ -5,6 +5,7 @@ torch-vs-gsplat parity on a GPU."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -548,6 +549,60 @@ def _close_but_for_rare_flips(ours: torch.Tensor, ref: torch.Tensor, atol: float
     diff = (ours - ref).detach().abs()
     assert float((diff > atol).double().mean()) < 1e-3, float(diff.max())
     assert float(diff.max()) < 5e-3
+
+
+def _stand_in_gsplat_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
+                                   far_plane, eps2d, packed, tile_size, backgrounds, render_mode, rasterize_mode, covars):
+    """gsplat.rasterization's contract for what rasterize_gsplat asks of it, in dense torch on the
+    CPU: colors [N, D] or [C, N, D] composited front to back, "RGB+ED" appending the expected
+    depth (sum w z / alpha), backgrounds [C, D] over the D channels; meta with radii and
+    flatten_ids. Lets the glue (channel layout, depth planes, background) be tested without CUDA."""
+    assert quats is None and scales is None and render_mode == "RGB+ED" and rasterize_mode == "classic"
+    proj = project(means, covars, viewmats, Ks, width, height, opacities=opacities, eps2d=eps2d,
+                   near_plane=near_plane, far_plane=far_plane)
+    feats = colors.expand(len(viewmats), *colors.shape[-2:])
+    v, u = torch.meshgrid(torch.arange(height, dtype=means.dtype) + 0.5, torch.arange(width, dtype=means.dtype) + 0.5,
+                          indexing="ij")
+    pix = torch.stack([u.flatten(), v.flatten()], -1)
+    renders, alphas = [], []
+    for c in range(len(viewmats)):
+        keep = proj.visible[c]
+        order = torch.argsort(proj.depths[c].masked_fill(~keep, float("inf")))[: int(keep.sum())]
+        m, con = proj.means2d[c, order], proj.conics[c, order]
+        d = pix[:, None, :] - m[None]
+        sigma = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
+        al = torch.clamp_max(opacities[order] * torch.exp(-sigma), 0.999)
+        al = torch.where(al >= ALPHA_MIN, al, torch.zeros_like(al))
+        trans = torch.cumprod(torch.cat([torch.ones_like(al[:, :1]), 1 - al[:, :-1]], 1), 1)
+        w = al * trans * (trans * (1 - al) > 1e-4)
+        alpha = w.sum(1, keepdim=True)
+        out = w @ feats[c, order]
+        if backgrounds is not None:
+            out = out + backgrounds[c] * (1 - alpha)
+        depth = (w @ proj.depths[c, order][:, None]) / alpha.clamp_min(1e-10)
+        renders.append(torch.cat([out, depth], -1).reshape(height, width, -1))
+        alphas.append(alpha.reshape(height, width, 1))
+    meta = {"radii": proj.radii, "flatten_ids": torch.zeros(0, dtype=torch.long)}
+    return torch.stack(renders), torch.stack(alphas), meta
+
+
+@pytest.mark.parametrize("depth_mode", ["center", "plane"])
+def test_gsplat_backend_glue_against_a_stand_in_gsplat(monkeypatch, depth_mode):
+    """rasterize(backend="gsplat") with gsplat replaced by a CPU stand-in of its contract equals
+    the torch backend: the channels it asks gsplat to composite (depth planes among them) and how
+    it puts the image together. The CUDA test below checks the real gsplat."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "gsplat", types.SimpleNamespace(rasterization=_stand_in_gsplat_rasterization))
+    cams = make_cameras(2, 24, 20, torch.float32)
+    g = make_gaussians(60, seed=13, scale=(0.05, 0.5), dtype=torch.float32)
+    bg = torch.tensor([0.3, 0.6, 0.1])
+    ours = rasterize(g, cams, bg, backend="torch", depth_mode=depth_mode)
+    glue = rasterize(g, cams, bg, backend="gsplat", depth_mode=depth_mode)
+    assert float(ours.alpha.mean()) > 0.3
+    torch.testing.assert_close(glue.color, ours.color, atol=1e-4, rtol=0)
+    torch.testing.assert_close(glue.alpha, ours.alpha, atol=1e-4, rtol=0)
+    torch.testing.assert_close(glue.depth, ours.depth, atol=2e-3, rtol=0)
 
 
 @pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
