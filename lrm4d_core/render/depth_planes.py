@@ -3,8 +3,8 @@
 Why: a splat rasterizer gives every pixel a splat covers the depth of the splat's centre. For a
 small round splat that is right. A flat disc on the road seen from a camera a metre away covers a
 wide patch of the image, and there the rendered depth is the centre's everywhere: rendered
-driving views put the near road at a third of its distance (docs/default_model/experiments.md,
-"Depth planes"). Along the ray r of a pixel (camera coordinates, r_z = 1) the Gaussian's density
+driving views put the near road at a half to a third of its distance
+(docs/default_model/experiments.md, "Depth planes in renders"). Along the ray r of a pixel (camera coordinates, r_z = 1) the Gaussian's density
 is greatest at depth t(r) = (r^T A mu) / (r^T A r), A = Sigma^-1 (for a flat disc: where the ray
 meets its plane). `depth_slopes` linearises t at the centre pixel, where t = mu_z:
 

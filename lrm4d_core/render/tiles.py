@@ -42,7 +42,7 @@ __all__ = ["PARAMS", "TileGrid", "TilePlan", "bin_splats", "composite"]
 PARAMS = ("mean_x", "mean_y", "conic_a", "conic_b", "conic_c", "opacity", "red", "green", "blue", "depth",
           "depth_du", "depth_dv")
 """Column order of the per-splat parameter matrix that `composite` consumes. A splat's depth at
-pixel p is depth + (depth_du, depth_dv) . (p - mean): its depth plane (`projection.depth_slopes`;
+pixel p is depth + (depth_du, depth_dv) . (p - mean): its depth plane (`depth_planes.depth_slopes`;
 zero slopes give gsplat's one depth per splat). It is also the front-to-back sort key at the centre."""
 
 _MAX_ALPHA = 0.999
