@@ -128,6 +128,26 @@ def brute_force(gaussians: Gaussians3D, cameras: Cameras, background=None, near_
     return color, alpha, depth, terminated
 
 
+def _pixel_centres(width: int, height: int, dtype: torch.dtype) -> torch.Tensor:
+    """[H*W, 2] (u, v) of every pixel centre, row-major."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5, indexing="ij")
+    return torch.stack([u.flatten(), v.flatten()], -1)
+
+
+def _dense_weights(proj, c: int, keep: torch.Tensor, opacities: torch.Tensor, pix: torch.Tensor):
+    """(order, w [P, N], d [P, N, 2]) of camera c: the kept splats front to back, their compositing
+    weights alpha T at every pixel (0.999 clamp, 1/255 skip, termination at T <= 1e-4) and each
+    pixel's offset from their centres. Differentiable except through the termination test."""
+    order = torch.argsort(proj.depths[c].detach().masked_fill(~keep, float("inf")))[: int(keep.sum())]
+    m, con = proj.means2d[c, order], proj.conics[c, order]
+    d = pix[:, None, :] - m[None]  # [P, N, 2]
+    sigma = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
+    al = torch.clamp_max(opacities[order] * torch.exp(-sigma), 0.999)
+    al = torch.where(al >= ALPHA_MIN, al, torch.zeros_like(al))
+    trans = torch.cumprod(torch.cat([torch.ones_like(al[:, :1]), 1 - al[:, :-1]], 1), 1)
+    return order, al * trans * (trans * (1 - al) > 1e-4).detach(), d
+
+
 def dense_autograd(gaussians: Gaussians3D, cameras: Cameras, depth_mode: str = "center"):
     """Vectorized every-splat-every-pixel compositor, differentiated by torch autograd.
 
@@ -141,21 +161,11 @@ def dense_autograd(gaussians: Gaussians3D, cameras: Cameras, depth_mode: str = "
     slopes = torch.zeros_like(proj.means2d)
     if depth_mode == "plane":
         slopes = depth_slopes(gaussians.means, covars, cameras.world_to_cam.to(dtype), cameras.K.to(dtype), proj.covars2d)
-    v, u = torch.meshgrid(
-        torch.arange(height, dtype=dtype) + 0.5, torch.arange(width, dtype=dtype) + 0.5, indexing="ij"
-    )
-    pix = torch.stack([u.flatten(), v.flatten()], -1)  # [P, 2]
+    pix = _pixel_centres(width, height, dtype)
     colors, alphas, depths = [], [], []
     for c in range(len(cameras)):
-        keep = proj.depths[c] > 0.01
-        order = torch.argsort(proj.depths[c].detach().masked_fill(~keep, float("inf")))[: int(keep.sum())]
-        m, con, z = proj.means2d[c, order], proj.conics[c, order], proj.depths[c, order]
-        d = pix[:, None, :] - m[None]  # [P, N, 2]
-        sigma = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
-        al = torch.clamp_max(gaussians.opacities[order] * torch.exp(-sigma), 0.999)
-        al = torch.where(al >= ALPHA_MIN, al, torch.zeros_like(al))
-        trans = torch.cumprod(torch.cat([torch.ones_like(al[:, :1]), 1 - al[:, :-1]], 1), 1)
-        w = al * trans * (trans * (1 - al) > 1e-4).detach()
+        order, w, d = _dense_weights(proj, c, proj.depths[c] > 0.01, gaussians.opacities, pix)
+        z = proj.depths[c, order]
         colors.append(w @ gaussians.colors[order])
         alphas.append(w.sum(1, keepdim=True))
         z_pix = z[None] + (d * slopes[c, order][None]).sum(-1)  # [P, N] each splat's depth plane
@@ -367,8 +377,8 @@ def test_plane_depth_of_a_tilted_disc_is_where_the_rays_meet_it():
     cams = Cameras(torch.tensor([[[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]]], dtype=F64), EYE4[None], size, size)
     disc = _tilted_disc(60.0, radius=0.3)
     normal = torch.linalg.eigh(disc.covars[0]).eigenvectors[:, 0]  # the thin axis
-    v, u = torch.meshgrid(torch.arange(size, dtype=F64) + 0.5, torch.arange(size, dtype=F64) + 0.5, indexing="ij")
-    rays = torch.stack([(u - size / 2) / f, (v - size / 2) / f, torch.ones_like(u)], -1)
+    pix = _pixel_centres(size, size, F64).reshape(size, size, 2)
+    rays = torch.cat([(pix - size / 2) / f, torch.ones(size, size, 1, dtype=F64)], -1)
     truth = float(normal @ disc.means[0]) / (rays @ normal)  # depth where each ray meets the plane
     plane = rasterize(disc, cams, depth_mode="plane")
     centre = rasterize(disc, cams)
@@ -561,20 +571,10 @@ def _stand_in_gsplat_rasterization(means, quats, scales, opacities, colors, view
     proj = project(means, covars, viewmats, Ks, width, height, opacities=opacities, eps2d=eps2d,
                    near_plane=near_plane, far_plane=far_plane)
     feats = colors.expand(len(viewmats), *colors.shape[-2:])
-    v, u = torch.meshgrid(torch.arange(height, dtype=means.dtype) + 0.5, torch.arange(width, dtype=means.dtype) + 0.5,
-                          indexing="ij")
-    pix = torch.stack([u.flatten(), v.flatten()], -1)
+    pix = _pixel_centres(width, height, means.dtype)
     renders, alphas = [], []
     for c in range(len(viewmats)):
-        keep = proj.visible[c]
-        order = torch.argsort(proj.depths[c].masked_fill(~keep, float("inf")))[: int(keep.sum())]
-        m, con = proj.means2d[c, order], proj.conics[c, order]
-        d = pix[:, None, :] - m[None]
-        sigma = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
-        al = torch.clamp_max(opacities[order] * torch.exp(-sigma), 0.999)
-        al = torch.where(al >= ALPHA_MIN, al, torch.zeros_like(al))
-        trans = torch.cumprod(torch.cat([torch.ones_like(al[:, :1]), 1 - al[:, :-1]], 1), 1)
-        w = al * trans * (trans * (1 - al) > 1e-4)
+        order, w, _ = _dense_weights(proj, c, proj.visible[c], opacities, pix)
         alpha = w.sum(1, keepdim=True)
         out = w @ feats[c, order]
         if backgrounds is not None:
