@@ -49,6 +49,7 @@ _MAX_ALPHA = 0.999
 _LOG_T_MIN = math.log(1e-4)  # a pixel terminates once its transmittance would drop to <= 1e-4
 _LOG_T_OUTSIDE = -1e4  # initial log-transmittance of the pixels of edge tiles outside the image
 _N_OUT = 7  # red, green, blue, sum(w z0), sum(w dz/du), sum(w dz/dv), sum(w) per pixel (tile-local planes)
+_N_IMAGE = 5  # red, green, blue, sum(w z), sum(w) per pixel: what `composite` returns
 _MAX_EXPONENT = 50.0  # exp(-50) is far below 1/255 and far above float32's denormals
 _PAD_EXPONENT = 1e4  # exponent of padding slots (alpha = 0)
 
@@ -395,6 +396,6 @@ def composite(
     lx, ly = geo.basis[3], geo.basis[4]
     out = torch.cat([out[:, :3], out[:, 3:4] + lx * out[:, 4:5] + ly * out[:, 5:6], out[:, 6:7]], dim=1)
     t = grid.tile_size
-    img = out.reshape(grid.tiles_y, grid.tiles_x, 5, t, t).permute(0, 3, 1, 4, 2)
-    img = img.reshape(grid.tiles_y * t, grid.tiles_x * t, 5)
+    img = out.reshape(grid.tiles_y, grid.tiles_x, _N_IMAGE, t, t).permute(0, 3, 1, 4, 2)
+    img = img.reshape(grid.tiles_y * t, grid.tiles_x * t, _N_IMAGE)
     return img[: grid.height, : grid.width], stats
