@@ -219,3 +219,14 @@ def test_box_mean_matches_average_pooling_with_clipped_windows():
     x = torch.rand(2, 5, 9, 11) * 10
     reference = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     assert torch.allclose(box_mean(x, 5), reference, atol=1e-5)
+
+
+def test_box_sum_counts_exactly_over_clipped_windows():
+    from lrm4d_core.model.windows import box_sum
+
+    x = (torch.rand(3, 9, 11) < 0.4).float()
+    reference = np.zeros(x.shape, dtype=np.float64)
+    for r in range(9):
+        for c in range(11):  # a brute-force sum over the window, clipped at the border
+            reference[:, r, c] = x[:, max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].sum((-2, -1)).numpy()
+    assert torch.equal(box_sum(x, 5), torch.from_numpy(reference).float())

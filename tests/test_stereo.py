@@ -216,3 +216,22 @@ def test_constants_are_checked():
     with pytest.raises(ValueError):
         StereoConstants(search=0.5, distinct=0.0)
     assert PriorConstants(stereo={"search": 0.5}).stereo == StereoConstants(search=0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_median_fill_is_the_lower_median_of_the_matched_scales_in_each_clipped_window(seed):
+    from lrm4d_core.model.stereo import _median_fill
+
+    constants = StereoConstants(search=0.7, steps=9, fill=5, min_support=3)
+    gen = torch.Generator().manual_seed(seed)
+    k = torch.randint(0, constants.steps, (12, 10), generator=gen)
+    matched = torch.rand(12, 10, generator=gen) < 0.35
+    index, supported = _median_fill(k, matched, constants)
+    half = constants.fill // 2
+    for r in range(12):
+        for c in range(10):  # a brute-force median of the matched indices in the window
+            window = np.s_[max(r - half, 0):r + half + 1, max(c - half, 0):c + half + 1]
+            values = np.sort(k[window][matched[window]].numpy())
+            assert bool(supported[r, c]) == (len(values) >= constants.min_support)
+            if len(values) >= constants.min_support:
+                assert int(index[r, c]) == values[(len(values) - 1) // 2]

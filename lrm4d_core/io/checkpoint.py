@@ -255,7 +255,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     # the stored shapes are checked against the model the config describes before anything is
     # allocated: a config claiming a huge model next to small weights fails here, at no cost
     with torch.device("meta"):
-        shapes = LRM4D(config).state_dict()
+        shapes = LRM4D(config, initialize=False).state_dict()
     _check_keys(header.path, header.tensors, shapes)
     state = {}
     try:
@@ -268,7 +268,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if bad:
         raise CheckpointError(f"{header.path}: non-finite weights (NaN or inf) in {bad[:5]}"
                               + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") + "; the file is unusable")
-    model = LRM4D(config)
+    model = LRM4D(config, initialize=False)  # strict loading below sets every parameter
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return model, config, header.provenance

@@ -47,7 +47,7 @@ def model_info(preset: str | None = None, checkpoint: str | None = None) -> dict
 
         config = make_preset(preset or "tiny")
         with torch.device("meta"):
-            parameters = LRM4D(config).num_parameters()
+            parameters = LRM4D(config, initialize=False).num_parameters()
     out = {
         "preset": config.preset,
         "parameters": parameters,

@@ -126,7 +126,10 @@ def _channel_bias(config: ModelConfig, pixel_aligned: bool) -> Tensor:
 class LRM4D(nn.Module):
     """4D Large Reconstruction Model; see the module docstring for shapes and conventions."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, initialize: bool = True) -> None:
+        """`initialize` False leaves the parameters uninitialised, for a caller that loads every one
+        of them next (`io.checkpoint.load_checkpoint`): drawing them costs time, and on the meta
+        device it imports torch's compiler stack (about 1.5 s at start-up)."""
         super().__init__()
         self.config = config
         d, p = config.hidden, config.patch_size
@@ -145,7 +148,8 @@ class LRM4D(nn.Module):
             self.env_token = nn.Parameter(torch.empty(1, d))
             self.env_norm = nn.LayerNorm(d)
             self.env_head = nn.Linear(d, 3 * num_coefficients(config.environment_degree))
-        self.reset_parameters()
+        if initialize:
+            self.reset_parameters()
 
     # ------------------------------------------------------------------ setup
     @torch.no_grad()

@@ -50,7 +50,6 @@ and the ground snapping. Cost: `steps` bilinear samples per pixel and partner (a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +58,7 @@ from torch import Tensor
 
 from lrm4d_core.cameras import Cameras, in_image, project_points
 
-from .windows import box_mean
+from .windows import box_mean, box_sum
 
 __all__ = ["StereoConstants", "plain_background", "stereo_log_scales"]
 
@@ -172,16 +171,23 @@ def _sweep_costs(image: Tensor, partner_images: Tensor, origin: Tensor, rays: Te
     return box_mean(diff, constants.patch)
 
 
-def _median_fill(log_s: Tensor, matched: Tensor, constants: StereoConstants) -> tuple[Tensor, Tensor]:
-    """Step 4: the median log-scale of the matched pixels in each pixel's window [H, W] and where at
-    least `min_support` of them are matched [H, W]."""
-    H, W = log_s.shape
-    size = constants.fill
-    grid = torch.where(matched, log_s, torch.full_like(log_s, math.nan))[None, None]
-    windows = F.unfold(F.pad(grid, (size // 2,) * 4, value=math.nan), size)[0]  # [size^2, H*W]
-    support = (~torch.isnan(windows)).sum(0).reshape(H, W)
-    median = windows.nanmedian(0).values.reshape(H, W)
-    return torch.nan_to_num(median), support >= constants.min_support
+def _median_fill(k: Tensor, matched: Tensor, constants: StereoConstants) -> tuple[Tensor, Tensor]:
+    """Step 4: the index [H, W] of the median log-scale of the matched pixels in each pixel's window
+    (the lower of the two middle ones for an even count, as `torch.nanmedian`), given each pixel's
+    chosen index `k` [H, W] into the `steps` ascending log-scales, and where at least
+    `min_support` of them are matched [H, W] (elsewhere the index is 0 and unused).
+
+    Why counts: the chosen scales take only `steps` values, so a window's median is the first
+    value whose running count reaches half the window's matches. Counting each value in every
+    window by box sums is exact and several times faster on a CPU than a median over each
+    pixel's unfolded window."""
+    steps = constants.steps
+    counts = box_sum(F.one_hot(k, steps).permute(2, 0, 1).to(torch.float32) * matched, constants.fill)  # [S, H, W]
+    support = counts.sum(0)
+    rank = torch.div(support - 1, 2, rounding_mode="floor").clamp_min(0) + 1  # 1-based rank of the lower median
+    index = (counts.cumsum(0) < rank).sum(0).clamp_max(steps - 1)
+    supported = support >= constants.min_support
+    return torch.where(supported, index, torch.zeros_like(index)), supported
 
 
 @torch.no_grad()
@@ -255,10 +261,9 @@ def stereo_log_scales(
                 & (k > 0) & (k < constants.steps - 1)
             matched = matched & ~keep[b, i]
             static[b, i] = matched.flatten() & textured[b, i]
-            scale = log_s[k]
             if constants.fill > 1:
-                scale, supported = _median_fill(scale, matched, constants)
-                matched = supported
+                k, matched = _median_fill(k, matched, constants)
+            scale = log_s[k]
             field = torch.where(matched & ~keep[b, i], scale, torch.zeros_like(scale))
             if constants.smooth > 1:
                 field = box_mean(field[None], constants.smooth)[0]
