@@ -230,3 +230,25 @@ def test_box_sum_counts_exactly_over_clipped_windows():
         for c in range(11):  # a brute-force sum over the window, clipped at the border
             reference[:, r, c] = x[:, max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].sum((-2, -1)).numpy()
     assert torch.equal(box_sum(x, 5), torch.from_numpy(reference).float())
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.6])
+def test_median_filter_takes_the_lower_median_of_the_moving_neighbours_per_component(share):
+    from lrm4d_core.model.motion_prior import _median_filter
+
+    C, H, W, size = 2, 9, 11, 5
+    gen = torch.Generator().manual_seed(int(share * 10))
+    v = torch.randn(C, H * W, 3, generator=gen)
+    moving = torch.rand(C, H * W, generator=gen) < share
+    out = _median_filter(v, moving, H, W, size).reshape(C, H, W, 3).numpy()
+    grid, mask = v.reshape(C, H, W, 3).numpy(), moving.reshape(C, H, W).numpy()
+    half = size // 2
+    for c in range(C):
+        for r in range(H):
+            for col in range(W):  # brute force: the moving pixels of the window clipped at the border
+                if not mask[c, r, col]:
+                    assert (out[c, r, col] == 0).all()
+                    continue
+                window = np.s_[max(r - half, 0):r + half + 1, max(col - half, 0):col + half + 1]
+                values = np.sort(grid[c][window][mask[c][window]], axis=0)
+                np.testing.assert_array_equal(out[c, r, col], values[(len(values) - 1) // 2])

@@ -87,7 +87,8 @@ def test_untrained_prior_model_is_the_heuristic_reconstruction():
         model.env_head.weight.zero_()
     poses = [look_at([2.5 * math.cos(a), 2.5 * math.sin(a), 0.3], [0, 0, 0]) for a in (0.0, 1.5, 3.0)]
     cams = _cams(poses, size=16, f=16.0).to(dtype=torch.float32)
-    images = torch.rand(1, 3, 3, 16, 16)
+    # no drawn pixel within the background tolerance of white (unbounded draws made this fail ~5% of runs)
+    images = torch.rand(1, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.9
     images[0, 1, :, :4, :] = 1.0  # background-coloured rows
     times = torch.tensor([[-1.0, 0.0, 1.0]])
     with torch.no_grad():

@@ -155,7 +155,9 @@ def _best_offsets(image: Tensor, warped: Tensor, valid: Tensor, constants: Motio
     for dy in range(n):  # one row of offsets at a time: all dx as a strided view of the padded rows
         rows = padded[:, :, dy:dy + H]  # [C, 3, H, W + 2r]
         shifted = rows.unfold(-1, W, 1)  # [C, 3, H, n, W]: shifted[..., dx, x] = rows[..., x + dx]
-        diff = ((image[:, :, :, None] - shifted) ** 2).sum(1).clamp_max(big)  # [C, H, n, W]
+        diff = image[:, :, :, None] - shifted
+        diff.square_()  # in place, and the three channels added as planes: a sum over a strided dim is slow
+        diff = (diff[:, 0] + diff[:, 1] + diff[:, 2]).clamp_max_(big)  # [C, H, n, W]
         costs[:, dy * n:(dy + 1) * n] = box_mean(diff.transpose(1, 2), constants.patch)
     best_cost, best = costs.min(1)
     zero = (n * n) // 2
@@ -266,13 +268,20 @@ def _median_filter(v: Tensor, moving: Tensor, H: int, W: int, size: int) -> Tens
     """Per moving pixel, the component-wise median of the velocities [C, H*W, 3] of the moving
     pixels in its size x size window (block matching is noisy pixel by pixel, motion is smooth
     within an object); zero where not moving."""
+    out = torch.where(moving[..., None], v, torch.zeros_like(v))
+    if size == 1 or not bool(moving.any()):
+        return out
     C = v.shape[0]
-    grid = torch.where(moving[..., None], v, torch.full_like(v, math.nan)).reshape(C, H, W, 3).permute(0, 3, 1, 2)
-    if size > 1:
-        windows = F.unfold(F.pad(grid, (size // 2,) * 4, value=math.nan), size)  # [C, 3*size^2, H*W]
-        grid = windows.reshape(C, 3, size * size, H * W).nanmedian(2).values.reshape(C, 3, H, W)
-    out = grid.permute(0, 2, 3, 1).reshape(C, H * W, 3)
-    return torch.where(moving[..., None], out, torch.zeros_like(out))
+    grid = torch.where(moving[..., None], v, torch.full_like(v, math.nan)).reshape(C, H, W, 3)
+    padded = F.pad(grid.permute(0, 3, 1, 2), (size // 2,) * 4, value=math.nan).permute(0, 2, 3, 1)  # [C, H+2h, W+2h, 3]
+    # the windows of the moving pixels only (the others are zero, and movers are few): gathering
+    # them costs their number, unfolding every pixel's window costs size^2 times the image
+    c, y, x = moving.reshape(C, H, W).nonzero(as_tuple=True)
+    steps = torch.arange(size, device=v.device)
+    rows, cols = (y[:, None] + steps)[:, :, None], (x[:, None] + steps)[:, None, :]
+    windows = padded[c[:, None, None], rows, cols]  # [moving pixels, size, size, 3]
+    out[moving] = windows.reshape(-1, size * size, 3).nanmedian(1).values
+    return out
 
 
 def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:

@@ -167,7 +167,9 @@ def _sweep_costs(image: Tensor, partner_images: Tensor, origin: Tensor, rays: Te
     grid = (torch.stack([uv[..., 0] / W, uv[..., 1] / H], -1) * 2 - 1).reshape(P, S * H, W, 2)
     sampled = F.grid_sample(partner_images, grid.to(partner_images), mode="bilinear", padding_mode="border",
                             align_corners=False).reshape(P, 3, S, H, W)
-    diff = ((sampled - image[None, :, None]) ** 2).sum(1)  # [P, S, H, W]
+    diff = sampled - image[None, :, None]
+    diff.square_()
+    diff = diff[:, 0] + diff[:, 1] + diff[:, 2]  # [P, S, H, W]; a sum over the strided channel dim is slower
     return box_mean(diff, constants.patch)
 
 

@@ -16,8 +16,8 @@ def box_sum(x: Tensor, size: int) -> Tensor:
     half = size // 2
 
     def along(t: Tensor, dim: int) -> Tensor:
-        c = F.pad(t, (half, half) if dim == -1 else (0, 0, half, half)).cumsum(dim)
-        c = F.pad(c, (1, 0) if dim == -1 else (0, 0, 1, 0))
+        # one zero more in front than the window needs: the running sum then starts at 0 as it should
+        c = F.pad(t, (half + 1, half) if dim == -1 else (0, 0, half + 1, half)).cumsum(dim)
         n = c.shape[dim]
         return c.narrow(dim, size, n - size) - c.narrow(dim, 0, n - size)
 
