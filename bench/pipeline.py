@@ -1,11 +1,12 @@
 """Replay throughput and per-window latency breakdown of the reconstruction pipeline (JSON out).
 
-    python bench/pipeline.py [--size 64] [--frames 40] [--rig driving|object] [--checkpoint FILE]
+    python bench/pipeline.py [--size 64] [--frames 40] [--rig driving|object|workspace] [--checkpoint FILE]
         [--params config/reconstruct.yaml]
 
 Writes a synthetic 6-camera driving bag (`--rig object`: the object rig's 8 cameras around a
 subject before a plain background, where the silhouette alignment and the thickness act, with no
-ground plane assumed), replays it through `ros2_lrm4d.replay.replay` (the node's core) with the
+ground plane assumed; `--rig workspace`: 3 static cameras over a floor, where the motion prior's
+block matching acts), replays it through `ros2_lrm4d.replay.replay` (the node's core) with the
 default model and the node's default parameters (config/reconstruct.yaml: 6 cameras, a 2 s window,
 12 views, 2 reconstructions per second) on this machine, and reports frames/s through the replay
 and, per window, the time spent in each stage: decode (image messages -> RGB), tf (pose lookups),
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--checkpoint", default="")
-    parser.add_argument("--rig", choices=("driving", "object"), default="driving")
+    parser.add_argument("--rig", choices=("driving", "object", "workspace"), default="driving")
     parser.add_argument("--params", default=str(Path(__file__).resolve().parent.parent / "config" / "reconstruct.yaml"),
                         help="node parameter file (default: the shipped config/reconstruct.yaml)")
     args = parser.parse_args()
@@ -79,9 +80,9 @@ def main() -> None:
         bag = write_synthetic_bag(Path(tmp) / "bag", args.rig, seed=0, width=args.size, height=args.size,
                                   frames=args.frames, progress=False)
         base = load_params_file(args.params)
-        cameras = tuple(bag.cameras)  # the driving rig's six, or the object rig's eight
+        cameras = tuple(bag.cameras)  # the driving rig's six, the object rig's eight, the workspace's three
         params = NodeParams(**{**dataclasses.asdict(base), "cameras": cameras, "checkpoint": args.checkpoint or base.checkpoint,
-                               "use_ground_plane": base.use_ground_plane and args.rig == "driving"})
+                               "use_ground_plane": base.use_ground_plane and args.rig != "object"})
         backend = make_backend(params)
         t0 = time.perf_counter()
         summary = replay(bag.path, Path(tmp) / "out", params, backend, progress=False,
