@@ -177,7 +177,7 @@ def _median_fill(k: Tensor, matched: Tensor, constants: StereoConstants) -> tupl
     """Step 4: the index [H, W] of the median log-scale of the matched pixels in each pixel's window
     (the lower of the two middle ones for an even count, as `torch.nanmedian`), given each pixel's
     chosen index `k` [H, W] into the `steps` ascending log-scales, and where at least
-    `min_support` of them are matched [H, W] (elsewhere the index is 0 and unused).
+    `min_support` of them are matched [H, W] (elsewhere the index means nothing).
 
     Why counts: the chosen scales take only `steps` values, so a window's median is the first
     value whose running count reaches half the window's matches. Counting each value in every
@@ -188,8 +188,7 @@ def _median_fill(k: Tensor, matched: Tensor, constants: StereoConstants) -> tupl
     support = counts.sum(0)
     rank = torch.div(support - 1, 2, rounding_mode="floor").clamp_min(0) + 1  # 1-based rank of the lower median
     index = (counts.cumsum(0) < rank).sum(0).clamp_max(steps - 1)
-    supported = support >= constants.min_support
-    return torch.where(supported, index, torch.zeros_like(index)), supported
+    return index, support >= constants.min_support
 
 
 @torch.no_grad()
