@@ -133,12 +133,17 @@ def pixel_rays(cameras: Cameras) -> tuple[Tensor, Tensor]:
 def project_points(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
     """The inverse of `pixel_rays`: world points [C, N, 3], row c seen by camera c, -> pixel
     coordinates [C, N, 2] (pixel centres at +0.5) and camera z [C, N] (points behind a camera get
-    z <= 0 and meaningless coordinates: callers test z)."""
-    w2c = cameras.world_to_cam.to(points)
-    cam = points @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]
-    z = cam[..., 2]
-    uvw = cam @ cameras.K.to(points).transpose(-1, -2)
-    return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
+    z <= 0 and meaningless coordinates: callers test z).
+
+    Computed as three rows of K [R | t] (in float64, then the points' dtype) applied coordinate by
+    coordinate: a matrix product with an inner dimension of 3 is several times slower on a CPU,
+    and the stereo and the carving project every pixel into every partner (bench/pipeline.py)."""
+    w2c = cameras.world_to_cam
+    rows = torch.cat([cameras.K[:, :2].to(w2c) @ w2c[:, :3], w2c[:, 2:3]], 1).to(points)  # [C, 3, 4]: u w, v w, z
+    x, y, zc = points.unbind(-1)
+    u, v, z = (rows[:, i, 0, None] * x + rows[:, i, 1, None] * y + rows[:, i, 2, None] * zc + rows[:, i, 3, None]
+               for i in range(3))
+    return torch.stack([u, v], -1) / z.clamp_min(1e-6)[..., None], z
 
 
 def in_image(uv: Tensor, z: Tensor, width: int, height: int) -> Tensor:

@@ -8,6 +8,7 @@ differentiable torch; nothing here allocates on a device other than its inputs'.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Sequence
@@ -189,8 +190,26 @@ def _refactor(a: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     (bench/refactor.py), and re-factoring is most of the cost of publishing the 4D set. Squaring costs
     precision only for extreme shapes: a scale s_min of a Gaussian whose largest is s_max comes out
     to about 1e-16 (s_max / s_min)^2 relative error (1e-8 at a ratio of 1e4, far below float32)."""
-    evals, u = torch.linalg.eigh(a @ a.transpose(-1, -2))
+    evals, u = _batched_eigh(a @ a.transpose(-1, -2))
     return _scales_and_quaternions(u, evals.clamp_min(0.0).sqrt(), dtype)
+
+
+_EIGH_SPLIT = 4096
+"""Batches of at least this many matrices are split across torch's intra-op threads (`_batched_eigh`)."""
+
+
+def _batched_eigh(sym: Tensor) -> tuple[Tensor, Tensor]:
+    """`torch.linalg.eigh` of [M, n, n] symmetric matrices, the batch split over
+    `torch.get_num_threads()` Python threads on a CPU. Why: LAPACK solves a batch of small
+    matrices one after another on one core (a window's 4D set is tens of thousands of 4x4s, most
+    of what publishing it costs); each matrix is solved exactly as in one call, so the results are
+    the same."""
+    threads = torch.get_num_threads()
+    if sym.is_cuda or threads < 2 or sym.shape[0] < _EIGH_SPLIT:
+        return torch.linalg.eigh(sym)
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(torch.linalg.eigh, sym.chunk(threads)))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _scales_and_quaternions(u: Tensor, s: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:

@@ -540,6 +540,40 @@ def test_behind_camera_and_near_plane_culled():
     assert out.stats["n_visible"] == 0
 
 
+def test_gaussians_no_camera_can_see_change_nothing():
+    """The rasterizer drops, before projecting them, Gaussians that every camera has behind it or
+    beyond the far plane, and those below 1/255 opacity. Gaussians a few tenths in front of a camera
+    and Gaussians only one of the cameras sees still render as the brute-force reference says, and
+    adding Gaussians no camera can see leaves renders, visible count and the others' gradients
+    exactly as they were and gives them zero gradients; for all cameras at once and one at a time."""
+    front = make_cameras(2, 24, 20)  # at z ~ -3 looking along +z
+    back_pose = torch.tensor([[-1.0, 0, 0, 0.1], [0, 1, 0, 0], [0, 0, -1, 3.0], [0, 0, 0, 1]], dtype=F64)
+    cams = Cameras.cat([front, Cameras(front.K[:1], back_pose[None], 24, 20)])  # at z = 3 looking along -z
+    g = make_gaussians(40, seed=9)
+    g.means[:4] = torch.tensor([[0.0, 0.0, -2.6], [0.05, 0.02, -2.55], [0.0, 0.1, -3.5], [-0.1, 0.0, -3.6]], dtype=F64)
+    g.covars[:4] = 0.01**2 * torch.eye(3, dtype=F64)  # two 0.4 in front of cameras 0 and 1,
+    g.opacities[:4] = 0.9  # two behind them, which camera 2 alone sees
+    extra = make_gaussians(30, seed=10, scale=(0.5, 2.0), opacity=(0.5, 0.9))
+    extra.means[:10, 2] += 100.0  # behind camera 2, beyond the far plane for cameras 0 and 1
+    extra.means[10:20, 2] -= 100.0  # behind cameras 0 and 1, beyond the far plane for camera 2
+    extra.opacities[20:] = 0.5 * ALPHA_MIN  # in view and large, but too faint to composite
+    leaves = [torch.cat([getattr(g, k), getattr(extra, k)]).requires_grad_(True)
+              for k in ("means", "covars", "opacities", "colors")]
+    for views in (cams, cams[0], cams[1], cams[2]):
+        ref = rasterize(g, views, backend="torch", far_plane=50.0)
+        color, alpha, _, _ = brute_force(g, views)
+        torch.testing.assert_close(ref.color, color, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ref.alpha, alpha, atol=1e-5, rtol=0)
+        for depth_mode in ("center", "plane"):
+            ref = rasterize(g, views, backend="torch", depth_mode=depth_mode, far_plane=50.0)
+            out = rasterize(Gaussians3D(*leaves, torch.zeros(70, 3, dtype=F64)), views, backend="torch",
+                            depth_mode=depth_mode, far_plane=50.0)
+            assert torch.equal(out.color, ref.color) and torch.equal(out.depth, ref.depth)
+            assert torch.equal(out.alpha, ref.alpha) and out.stats["n_visible"] == ref.stats["n_visible"] > 0
+            grads = torch.autograd.grad(out.color.sum() + out.depth.sum(), leaves)
+            assert all(bool((gr[40:] == 0).all()) and float(gr[:40].abs().sum()) > 0 for gr in grads)
+
+
 def test_background_compositing():
     cams = make_cameras(1, 24, 20)
     g = make_gaussians(30, seed=8)
