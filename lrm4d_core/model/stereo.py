@@ -155,7 +155,7 @@ def _sweep_costs(image: Tensor, partner_images: Tensor, origin: Tensor, rays: Te
     The point at factor l projects to K (o_j + l r_j) / z in partner j (o_j, r_j: the centre and the
     ray in j's camera frame), linear in l before the division: one projection per pixel, not per
     depth. Each image coordinate is computed as its own contiguous [P, S, HW] plane (a [..., 3]
-    layout and a matrix product with an inner dimension of 3 cost twice as much on a CPU)."""
+    layout and a matrix product with an inner dimension of 3 cost 1.5 times as much on a CPU)."""
     P, _, H, W = partner_images.shape
     w2c = partners.world_to_cam.to(rays)
     K = partners.K.to(rays)
