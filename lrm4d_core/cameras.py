@@ -140,10 +140,17 @@ def project_points(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
     and the stereo and the carving project every pixel into every partner (bench/pipeline.py)."""
     w2c = cameras.world_to_cam
     rows = torch.cat([cameras.K[:, :2].to(w2c) @ w2c[:, :3], w2c[:, 2:3]], 1).to(points)  # [C, 3, 4]: u w, v w, z
-    x, y, zc = points.unbind(-1)
-    u, v, z = (rows[:, i, 0, None] * x + rows[:, i, 1, None] * y + rows[:, i, 2, None] * zc + rows[:, i, 3, None]
-               for i in range(3))
+    u, v, z = apply_rows(rows, points)
     return torch.stack([u, v], -1) / z.clamp_min(1e-6)[..., None], z
+
+
+def apply_rows(rows: Tensor, points: Tensor) -> list[Tensor]:
+    """Each row of `rows` [C, R, 3] (linear) or [C, R, 4] (affine: the last column an offset) applied
+    to points [C or 1, N, 3] -> R tensors [C, N]. Computed coordinate by coordinate: on a CPU a
+    matrix product with an inner dimension of 3, and a [..., 3] result, cost several times as much."""
+    x, y, z = points.unbind(-1)
+    out = [rows[:, r, 0, None] * x + rows[:, r, 1, None] * y + rows[:, r, 2, None] * z for r in range(rows.shape[1])]
+    return out if rows.shape[2] == 3 else [o + rows[:, r, 3, None] for r, o in enumerate(out)]
 
 
 def in_image(uv: Tensor, z: Tensor, width: int, height: int) -> Tensor:

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrm4d_core.cameras import Cameras, SceneNormalization, TimeNormalization, in_image, pixel_rays, plucker, project_points
+from lrm4d_core.cameras import (
+    Cameras, SceneNormalization, TimeNormalization, apply_rows, in_image, pixel_rays, plucker, project_points,
+)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -156,3 +158,16 @@ def test_in_image_keeps_points_in_the_image_and_in_front():
     uv = torch.tensor([[0.0, 0.0], [7.99, 5.99], [8.0, 1.0], [1.0, 6.0], [-0.01, 1.0], [3.0, 3.0], [3.0, 3.0]])
     z = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, -2.0])
     assert in_image(uv, z, 8, 6).tolist() == [True, True, False, False, False, False, False]
+
+
+def test_apply_rows_matches_numpy_for_linear_and_affine_rows():
+    """`apply_rows` (coordinate by coordinate) against numpy's matrix product, with points shared
+    by every row set ([1, N, 3]) and one set per row set ([C, N, 3])."""
+    rng = np.random.default_rng(5)
+    rows = torch.from_numpy(rng.normal(size=(3, 2, 4)))
+    for points in (torch.from_numpy(rng.normal(size=(1, 7, 3))), torch.from_numpy(rng.normal(size=(3, 7, 3)))):
+        homog = np.concatenate([points.numpy(), np.ones((*points.shape[:2], 1))], -1)
+        affine = np.einsum("crk,cnk->crn", rows.numpy(), np.broadcast_to(homog, (3, 7, 4)))
+        linear = np.einsum("crk,cnk->crn", rows[..., :3].numpy(), np.broadcast_to(points.numpy(), (3, 7, 3)))
+        np.testing.assert_allclose(torch.stack(apply_rows(rows, points), 1).numpy(), affine, atol=1e-12)
+        np.testing.assert_allclose(torch.stack(apply_rows(rows[..., :3], points), 1).numpy(), linear, atol=1e-12)

@@ -43,8 +43,7 @@ def rasterize_torch(
     binned at once, doubling), first_round / max_round (splats per tile per compositing round,
     doubling), max_block (elements evaluated at once, bounds the memory).
     """
-    means = gaussians.means
-    dtype, device = means.dtype, means.device
+    dtype, device = gaussians.means.dtype, gaussians.means.device
     viewmats = cameras.world_to_cam.to(device=device, dtype=dtype)
     gaussians = _in_depth_range(gaussians, viewmats, near_plane, far_plane)
     means = gaussians.means
