@@ -1,7 +1,7 @@
 """Replay throughput and per-window latency breakdown of the reconstruction pipeline (JSON out).
 
     python bench/pipeline.py [--size 64] [--frames 40] [--rig driving|object|workspace] [--checkpoint FILE]
-        [--params config/reconstruct.yaml]
+        [--params config/reconstruct.yaml] [--watched-views N]
 
 Writes a synthetic 6-camera driving bag (`--rig object`: the object rig's 8 cameras around a
 subject before a plain background, where the silhouette alignment and the thickness act, with no
@@ -13,6 +13,11 @@ and, per window, the time spent in each stage: decode (image messages -> RGB), t
 model (reconstruct), slice (clouds and forecasts), render (predicted views), encode (ROS messages,
 GaussianCloud4D included). Stage timers wrap the real functions the replay calls; nothing is
 re-implemented here.
+
+The replay renders every predicted view. A live node renders only those someone subscribes to
+(`predicted_views_on_demand`, the default): `--watched-views N` renders only the first N of
+`pipeline.predicted_view_names` (e.g. 1: RViz showing one camera's prediction; 0: none watched),
+as the node would, with everything else unchanged.
 
 "keeps_up" compares the time one window costs (all stages, decoding its share of the images
 included) with the period the node must sustain, 1 / update_rate_hz: below 1.0 the live node keeps
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+import lrm4d_core.pipeline as pipeline
 import ros2_lrm4d.shell as shell
 from ros2_lrm4d.backend import make_backend
 from ros2_lrm4d.params import NodeParams, load_params_file
@@ -70,6 +76,8 @@ def main() -> None:
     parser.add_argument("--rig", choices=("driving", "object", "workspace"), default="driving")
     parser.add_argument("--params", default=str(Path(__file__).resolve().parent.parent / "config" / "reconstruct.yaml"),
                         help="node parameter file (default: the shipped config/reconstruct.yaml)")
+    parser.add_argument("--watched-views", type=int, default=None, metavar="N",
+                        help="render only the first N predicted views, as a live node with N watched (default: all)")
     args = parser.parse_args()
     totals: dict[str, float] = defaultdict(float)
     windows: list[dict] = []
@@ -84,6 +92,10 @@ def main() -> None:
         params = NodeParams(**{**dataclasses.asdict(base), "cameras": cameras, "checkpoint": args.checkpoint or base.checkpoint,
                                "use_ground_plane": base.use_ground_plane and args.rig != "object"})
         backend = make_backend(params)
+        if args.watched_views is not None:  # what the live node asks `process` for
+            watched = set(pipeline.predicted_view_names(cameras, params.pipeline_config())[: args.watched_views])
+            process = pipeline.Reconstructor.process
+            pipeline.Reconstructor.process = lambda self, window, views=None: process(self, window, views=watched.__contains__)
         t0 = time.perf_counter()
         summary = replay(bag.path, Path(tmp) / "out", params, backend, progress=False,
                          on_products=lambda p: windows.append(dict(p.timings)))
@@ -114,7 +126,8 @@ def main() -> None:
         "per_window_s": {k: round(v, 4) for k, v in per_window.items()},
         "params": {"file": args.params, "update_rate_hz": params.update_rate_hz, "max_views": params.max_views,
                    "window_duration_s": params.window_duration_s, "render_max_side": params.render_max_side,
-                   "publish_gaussians_4d": params.publish_gaussians_4d},
+                   "publish_gaussians_4d": params.publish_gaussians_4d,
+                   "watched_views": "all" if args.watched_views is None else args.watched_views},
         "period_s": round(period, 4),
         "window_cost_s": round(window_cost, 4),
         "keeps_up": window_cost <= period,

@@ -5,6 +5,7 @@
     products.cloud                        # Gaussians3D at the newest stamp, fixed frame
     products.forecasts[0.5]               # Gaussians3D half a second beyond the window
     products.renders                      # predicted views (colour and depth): every input camera, virtual cameras
+    rec.process(window, views=lambda name: name == "front")   # only the predicted views someone watches
     products.dynamic, products.objects    # the moving part: Gaussians above a speed, grouped into objects
 
 Time inside: seconds relative to the window end (0 = newest stamp, negative = past). Products
@@ -19,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ __all__ = [
     "LocalBackend",
     "Reconstructor",
     "prune",
+    "predicted_view_name",
+    "predicted_view_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,19 @@ class PipelineConfig:
         if self.scene_center is None:
             return None
         return SceneNormalization(torch.tensor(self.scene_center, dtype=torch.float64), float(self.scene_scale))
+
+
+def predicted_view_name(camera: str, t: float) -> str:
+    """The name of the predicted view of input camera `camera` at `t` s from the window end (the
+    camera's own name at the window end; `RenderedView.name`, and the shells' topic token)."""
+    return camera if t == 0 else f"{camera}@{t:+.2f}s"
+
+
+def predicted_view_names(cameras: Sequence[str], config: PipelineConfig) -> list[str]:
+    """Every predicted view `Reconstructor.process` can render for a window of `cameras`, by name:
+    known before any window, so that a live node can offer each one's topics up front."""
+    return [predicted_view_name(c, t) for t in config.render_inputs_at_s for c in cameras] \
+        + [vc.name for vc in config.virtual_cameras]
 
 
 @dataclass(frozen=True)
@@ -245,7 +261,15 @@ class Reconstructor:
         self.config = config
         self.counters: dict[str, int] = {"windows": 0, "empty_clouds": 0, "pruned_points": 0}
 
-    def process(self, window: Window) -> Products:
+    def process(self, window: Window, views: Callable[[str], bool] | None = None) -> Products:
+        """Reconstruct `window` and make its products.
+
+        Args:
+            window: the frames (oldest first) of one window.
+            views: which predicted views to render, by name (`predicted_view_name`): a live node
+                renders only those someone watches, since the renders are a large share of a
+                window's cost on a CPU. None (the replay): all of them.
+        """
         cfg = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -279,7 +303,7 @@ class Reconstructor:
         timings["slice"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        renders = self._render(rec, window)
+        renders = self._render(rec, window, views)
         timings["render"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         self.counters["windows"] += 1
@@ -297,7 +321,7 @@ class Reconstructor:
             self.counters["pruned_points"] += len(cloud) - self.config.max_points
         return prune(cloud, self.config.max_points)
 
-    def _render(self, rec: Reconstruction, window: Window) -> list[RenderedView]:
+    def _render(self, rec: Reconstruction, window: Window, views: Callable[[str], bool] | None) -> list[RenderedView]:
         from .model.api import rasterize_over
 
         cfg = self.config
@@ -307,12 +331,16 @@ class Reconstructor:
         for f in window.frames:
             newest[f.camera] = f  # frames are oldest first, so this keeps each camera's newest
         jobs: list[tuple[str, str, float, Cameras]] = []
+        wanted = views or (lambda name: True)
         for t in cfg.render_inputs_at_s:
             for cam, f in newest.items():
-                h, w = f.image.shape[:2]
-                suffix = "" if t == 0 else f"@{t:+.2f}s"
-                jobs.append((cam + suffix, cam, t, _render_cameras(f.K, f.cam_to_world, w, h, cfg.render_max_side)))
+                name = predicted_view_name(cam, t)
+                if wanted(name):
+                    h, w = f.image.shape[:2]
+                    jobs.append((name, cam, t, _render_cameras(f.K, f.cam_to_world, w, h, cfg.render_max_side)))
         for vc in cfg.virtual_cameras:
+            if not wanted(vc.name):
+                continue
             pose = np.asarray(vc.cam_to_world, dtype=np.float64)
             if vc.follow is not None:
                 if vc.follow not in newest:

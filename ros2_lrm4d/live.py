@@ -74,6 +74,8 @@ class LiveWorker:
         publish: gets the `encoder.encode()` list of (relative topic, type, message).
         clock_ns: the node clock (ROS time: simulated time under use_sim_time).
         with_4d: whether to encode the 4D set this time (e.g. only when someone subscribes).
+        views: which predicted views to render this time, by name (e.g. those someone subscribes
+            to); None renders all of them.
         ok: False once the ROS context is shutting down: failures are then expected and silent.
     """
 
@@ -89,12 +91,14 @@ class LiveWorker:
         log_error: Callable[[str], None] | None = None,
         with_4d: Callable[[], bool] | None = None,
         ok: Callable[[], bool] | None = None,
+        views: Callable[[str], bool] | None = None,
     ) -> None:
         self.params = params
         self.reconstructor, self.encoder = reconstructor, encoder
         self.tf_lookup, self.publish, self.clock_ns = tf_lookup, publish, clock_ns
         self.with_4d = with_4d or (lambda: params.publish_gaussians_4d)
         self.ok = ok or (lambda: True)
+        self.views = views
         self.assembler = FrameAssembler(params)
         self.buffer = WindowBuffer(params.window_config(), camera_order=params.cameras)
         self.diag = Diagnostics()
@@ -264,7 +268,7 @@ class LiveWorker:
         self.busy = True
         t0 = time.perf_counter()
         try:
-            products = self.reconstructor.process(window)
+            products = self.reconstructor.process(window, views=self.views)
         except Exception as err:  # noqa: BLE001 - a failed window must not stop the node
             if self.stopping:
                 return

@@ -17,8 +17,12 @@ A thin rclpy shell. What it does itself is only ROS plumbing:
   thread decodes, poses (tf2, non-blocking), windows, reconstructs (one at a time, newest due
   window wins) and publishes, exactly like the bag replay drives the same core objects.
 - outputs on `~/...` (the node's namespace and name: /lrm4d/gaussians by default), QoS from
-  `output_qos`: `OutputEncoder.output_topics()` up front, predicted views when first produced.
-  The 4D set is only encoded while `~/gaussians_4d` has subscribers. Every stamp is the window end.
+  `output_qos`: `OutputEncoder.output_topics()` and every predicted view's topics up front
+  (`pipeline.predicted_view_names`), so that a subscriber can find each one before it is rendered.
+  The 4D set is only encoded while `~/gaussians_4d` has subscribers; with
+  `predicted_views_on_demand` (the default) a predicted view is only rendered while one of its
+  image, camera_info or depth topics has a subscriber (RViz, ros2 bag record): on a CPU the
+  renders are a quarter of a window's cost. Every stamp is the window end.
 - /diagnostics (DiagnosticArray, reliable) every `diagnostics_period_s`.
 - QoS mismatch: a publisher whose QoS cannot reach an input subscription (best effort into a
   reliable `input_qos`) is logged and reported in /diagnostics (WARN, counter qos_incompatible).
@@ -41,7 +45,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 
-from lrm4d_core.pipeline import Reconstructor
+from lrm4d_core.pipeline import Reconstructor, predicted_view_names
 
 from . import process
 from .backend import make_backend
@@ -113,6 +117,9 @@ class ReconstructionNode(Node):
         self._outputs_lock = threading.Lock()
         for topic, typename in self.encoder.output_topics():
             self._publisher(topic, typename)
+        for name in predicted_view_names(p.cameras, p.pipeline_config()):
+            for topic, typename in self.encoder.predicted_topics(name):
+                self._publisher(topic, typename)
         self._diagnostics_pub = self.create_publisher(
             RclpyFactory.message_class("diagnostic_msgs/msg/DiagnosticArray"), self.encoder.topics.diagnostics,
             QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -122,7 +129,7 @@ class ReconstructionNode(Node):
         self.worker = LiveWorker(
             p, Reconstructor(backend, p.pipeline_config()), self.encoder, self.tf.lookup, self._publish,
             clock_ns=self._now_ns, log_warning=log.warning, log_error=log.error,
-            with_4d=self._want_4d, ok=self.context.ok)
+            with_4d=self._want_4d, ok=self.context.ok, views=self._want_view if p.predicted_views_on_demand else None)
 
         # Inputs: our Subscribers -> (liveness, relay) -> the current synchronizer.
         in_qos = qos_profile(p.input_qos, p.qos_depth)
@@ -256,6 +263,14 @@ class ReconstructionNode(Node):
     def _want_4d(self) -> bool:
         pub = self._outputs.get(self.encoder.topics.gaussians_4d)
         return self.params.publish_gaussians_4d and pub is not None and pub.get_subscription_count() > 0
+
+    def _want_view(self, name: str) -> bool:
+        """Whether the predicted view `name` has a subscriber on any of its topics."""
+        for topic, _ in self.encoder.predicted_topics(name):
+            pub = self._outputs.get(topic)
+            if pub is not None and pub.get_subscription_count() > 0:
+                return True
+        return False
 
     def _publish(self, items: list[tuple[str, str, Any]]) -> None:
         """Worker thread: publish the encoder's (relative topic, type, message) list."""

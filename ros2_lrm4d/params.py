@@ -89,6 +89,7 @@ class NodeParams:
     render_max_side: int = 256
     virtual_cameras_json: str = "[]"
     publish_gaussians_4d: bool = True
+    predicted_views_on_demand: bool = True
     input_qos: str = "sensor_data"
     output_qos: str = "reliable"
     qos_depth: int = 5
@@ -243,6 +244,7 @@ PARAM_DOCS: dict[str, str] = {
     "render_max_side": "longer side of predicted images (pixels)",
     "virtual_cameras_json": "JSON list of extra cameras: name, width, height, fx, fy, cx, cy, cam_to_world (4x4), follow",
     "publish_gaussians_4d": "publish the full 4D set on ~/gaussians_4d (costly on CPU)",
+    "predicted_views_on_demand": "render a predicted view only while one of its topics has a subscriber (RViz, ros2 bag record); false: every view, every window",
     "input_qos": "sensor_data (best effort, volatile) or reliable, for image/camera_info subscriptions",
     "output_qos": "reliable or sensor_data, for published outputs",
     "qos_depth": "history depth of the QoS profiles",

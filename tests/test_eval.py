@@ -362,6 +362,36 @@ def test_pipeline_forecasts_are_the_reconstructions_own(data, model):
             torch.testing.assert_close(shared, fresh, rtol=0, atol=0)
 
 
+def test_pipeline_renders_only_the_wanted_views_and_names_them_up_front(data, model):
+    """A live node renders only the predicted views someone watches (`process(views=...)`), and
+    offers every view's topics before the first window (`predicted_view_names`): the names must be
+    those `process` gives its renders, and a view rendered alone must be the view rendered with all."""
+    from lrm4d_core.pipeline import LocalBackend, PipelineConfig, Reconstructor, VirtualCamera, predicted_view_names
+    from lrm4d_core.stream import Frame, Window
+
+    _, ex = example(data, "alternating")
+    images = (ex.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    frames = tuple(Frame(f"v{int(v)}", int(round((100 + float(t)) * 1e9)), images[i], ex.cameras.K[i].numpy(),
+                         ex.cameras.cam_to_world[i].numpy()) for i, (v, t) in enumerate(zip(ex.views, ex.times)))
+    win = Window(frames=frames, end_ns=max(f.stamp_ns for f in frames), start_ns=min(f.stamp_ns for f in frames))
+    chase = VirtualCamera("chase", 16, 16, 20.0, 20.0, 8.0, 8.0, follow=frames[-1].camera)
+    cfg = PipelineConfig(render_inputs_at_s=(0.0, 0.5), virtual_cameras=(chase,), render_max_side=16)
+    cameras = sorted({f.camera for f in frames})
+    reconstructor = Reconstructor(LocalBackend(model), cfg)
+    everything = {r.name: r for r in reconstructor.process(win).renders}
+    assert sorted(everything) == sorted(predicted_view_names(cameras, cfg))
+    assert len(everything) == 2 * len(cameras) + 1 and f"{cameras[0]}@+0.50s" in everything
+    wanted = {cameras[0], f"{cameras[-1]}@+0.50s", "chase"}
+    asked: list[str] = []
+    part = reconstructor.process(win, views=lambda name: asked.append(name) or name in wanted).renders
+    assert sorted(r.name for r in part) == sorted(wanted)
+    assert sorted(set(asked)) == sorted(everything)  # every view was asked about, by its name
+    for r in part:
+        assert np.array_equal(r.image, everything[r.name].image)
+        np.testing.assert_array_equal(r.depth, everything[r.name].depth)
+    assert reconstructor.process(win, views=lambda name: False).renders == []
+
+
 def test_an_unreadable_first_scene_is_skipped_and_reported_not_fatal(tmp_path, model):
     """The splat references' sweep reads the first scenes of a group too: a corrupt first scene
     must be skipped there as in the main loop, and the rest evaluated."""

@@ -206,7 +206,8 @@ class FakeReconstructor:
         self.release.set()
         self.entered = threading.Event()
 
-    def process(self, window):
+    def process(self, window, views=None):
+        self.views = views
         self.entered.set()
         self.release.wait(10)
         if self.fail:
@@ -473,7 +474,8 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
         def create_publisher(self, msg_type, topic, qos):
             name = topic.replace("~", self.get_fully_qualified_name(), 1) if topic.startswith("~") else topic
             pub = self.pubs[name] = _Recorder()
-            pub.msg_type, pub.qos, pub.get_subscription_count = msg_type, qos, lambda: state.subscribers_4d
+            pub.msg_type, pub.qos = msg_type, qos
+            pub.get_subscription_count = lambda: state.subscribers.get(name, state.subscribers_4d)
             return pub
 
         def create_subscription(self, msg_type, topic, callback, qos_profile, event_callbacks=None):
@@ -570,7 +572,7 @@ def _fake_ros_modules(state: SimpleNamespace) -> dict[str, types.ModuleType]:
 def fake_ros(monkeypatch, factory):
     """node.py imported against the stand-in; Tf2Lookup.for_node gives a static TfBuffer."""
     state = SimpleNamespace(logs=[], nodes=[], subscriptions={}, syncs=[], calls=[], now_ns=100 * NS, ok=True,
-                            subscribers_4d=0, spin=lambda: None)
+                            subscribers_4d=0, subscribers={}, spin=lambda: None)
     for name, mod in _fake_ros_modules(state).items():
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.delitem(sys.modules, "ros2_lrm4d.node", raising=False)
@@ -609,9 +611,10 @@ def test_fake_node_declares_parameters_publishers_and_subscriptions(fake_ros):
         assert all(node.descriptors[n].description == PARAM_DOCS[n] for n in PARAM_DOCS)
         assert node.descriptors["update_rate_hz"].dynamic_typing and not node.descriptors["queue_size"].dynamic_typing
         assert node.params.update_rate_hz == 2.0 and node.params.cameras == ("a", "b", "c")
+        predicted = {f"/lrm4d/predicted/{c}/{t}" for c in "abc" for t in ("image_raw", "camera_info", "depth")}
         assert set(node.pubs) == {"/lrm4d/gaussians", "/lrm4d/gaussians/forecast_500ms", "/lrm4d/gaussians/forecast_1000ms",
                                   "/lrm4d/gaussians_4d", "/lrm4d/gaussians/dynamic", "/lrm4d/motion_markers",
-                                  "/lrm4d/moving_objects", "/diagnostics"}
+                                  "/lrm4d/moving_objects", "/diagnostics"} | predicted
         assert node.pubs["/lrm4d/gaussians"].qos.reliability == "RELIABLE"
         assert node.pubs["/diagnostics"].qos.reliability == "RELIABLE"
         subs = fake_ros.subscriptions
@@ -720,6 +723,30 @@ def test_fake_node_publishes_encoder_output_lazily(fake_ros):
         assert node.pubs["/lrm4d/predicted/front/image_raw"].messages == ["image"]
     finally:
         node.destroy_node()
+
+
+def test_fake_node_renders_only_the_predicted_views_someone_watches(fake_ros):
+    """`predicted_views_on_demand`: a view is rendered while any of its three topics has a
+    subscriber; the worker hands that test to the reconstructor. Off: every view, every window."""
+    node = _node(fake_ros, render_inputs_at_s=[0.0, 0.5])
+    try:
+        assert "/lrm4d/predicted/a_plus_500ms/depth" in node.pubs  # the future views' topics exist up front too
+        assert not any(node._want_view(name) for name in ("a", "b", "c", "a@+0.50s"))
+        fake_ros.subscribers["/lrm4d/predicted/b/depth"] = 1
+        fake_ros.subscribers["/lrm4d/predicted/a_plus_500ms/camera_info"] = 2
+        assert [name for name in ("a", "b", "c", "a@+0.50s", "b@+0.50s") if node._want_view(name)] == ["b", "a@+0.50s"]
+        assert node.worker.views == node._want_view
+        reconstructor = node.worker.reconstructor = FakeReconstructor()
+        node.worker.encoder = FakeEncoder()
+        node.worker._reconstruct(SimpleNamespace(end_ns=NS))
+        assert reconstructor.views == node._want_view
+    finally:
+        node.destroy_node()
+    every = _node(fake_ros, predicted_views_on_demand=False)
+    try:
+        assert every.worker.views is None
+    finally:
+        every.destroy_node()
 
 
 def test_fake_main_exit_codes(fake_ros):

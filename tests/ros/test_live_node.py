@@ -18,7 +18,7 @@ and a probe node listens to the outputs:
 - loop_short_bag: a 4.8 s bag played over and over (`loop:=true`): its stamps jump back 4.7 s,
   less than `jump_back_s`; the window resets and clouds keep coming across several loops.
 - ctrl_c_while_reconstructing: reconstructions made slow (four 2048 x 2048 virtual cameras rendered
-  on the CPU); the test ends while one runs, so shutdown's SIGINT (what `ros2 launch` sends on Ctrl-C) lands in it.
+  on the CPU, watched or not: `predicted_views_on_demand` false); the test ends while one runs, so shutdown's SIGINT (what `ros2 launch` sends on Ctrl-C) lands in it.
 After every scenario: all processes exited with 0 and printed no traceback.
 
 Run: `launch_test tests/ros/test_live_node.py`, or `python -m pytest tests/ros` with ROS 2 sourced
@@ -54,7 +54,7 @@ from launch_ros.actions import Node  # noqa: E402
 TIMEOUT_S = 90.0
 CAMERAS = ("front", "front_left", "front_right", "back", "back_left", "back_right")  # config/reconstruct.yaml
 BAG_START_S = 1_700_000_000  # synth_bag.STAMP_BASE_NS: the synthetic bag's clock (Nov 2023)
-SLOW = {"device": "cpu", "render_max_side": 2048, "virtual_cameras_json": json.dumps([  # seconds per window on a CPU
+SLOW = {"device": "cpu", "render_max_side": 2048, "predicted_views_on_demand": False, "virtual_cameras_json": json.dumps([  # seconds per window on a CPU
     {"name": f"chase{i}", "width": 2048, "height": 2048, "fx": 1000, "fy": 1000, "cx": 1024, "cy": 1024, "follow": "front"}
     for i in range(4)])}
 SCENARIOS = {  # name: (node parameter changes, player parameters)
