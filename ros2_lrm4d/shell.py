@@ -349,6 +349,9 @@ class Diagnostics:
         for k, v in getattr(products, "counters", {}).items():  # pipeline counters (empty clouds, pruned points)
             if k != "windows":
                 self.counters[f"pipeline/{k}"] = v
+        renders = getattr(products, "renders", None)
+        if renders is not None:  # a live node renders only the watched views: say which
+            self.extra["predicted_views"] = ", ".join(r.name for r in renders) or "none"
 
     def rates(self, now_ns: int) -> dict[str, float]:
         """Frames per second per camera over the last `rate_window_s`; while a camera has delivered

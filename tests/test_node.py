@@ -36,7 +36,7 @@ from lrm4d_core.stream import WindowBuffer
 from ros2_lrm4d.live import CameraLiveness, LiveWorker, SyncedGroup, queue_limit, stall_timeout_s
 from ros2_lrm4d.msgdefs import RosbagsFactory, make_typestore
 from ros2_lrm4d.params import PARAM_DOCS, NodeParams, load_params_file, parameter_declarations, params_from_values
-from ros2_lrm4d.shell import FrameAssembler, camera_info_msg
+from ros2_lrm4d.shell import Diagnostics, FrameAssembler, camera_info_msg
 from ros2_lrm4d.tf import TfBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,6 +327,15 @@ def test_worker_diagnostics_report_stalled_cameras_and_queue(factory):
     w.worker.set_stalled([])
     status = w.worker.diagnostics_msg(factory, w.clock.ns, "/lrm4d").status[0]
     assert status.level == 0 and status.message == "reconstructing"
+
+
+def test_diagnostics_name_the_predicted_views_of_the_latest_window():
+    diag = Diagnostics()
+    assert "predicted_views" not in dict(diag.key_values(0))
+    diag.window_done(SimpleNamespace(timings={}, renders=[SimpleNamespace(name="front"), SimpleNamespace(name="back")]), 0.1)
+    assert dict(diag.key_values(0))["predicted_views"] == "front, back"
+    diag.window_done(SimpleNamespace(timings={}, renders=[]), 0.1)
+    assert dict(diag.key_values(0))["predicted_views"] == "none"
 
 
 def test_worker_thread_publishes_and_stops_without_publishing_late(factory):
