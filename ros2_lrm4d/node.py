@@ -117,7 +117,8 @@ class ReconstructionNode(Node):
         self._outputs_lock = threading.Lock()
         for topic, typename in self.encoder.output_topics():
             self._publisher(topic, typename)
-        for name in predicted_view_names(p.cameras, p.pipeline_config()):
+        pipeline = p.pipeline_config()
+        for name in predicted_view_names(p.cameras, pipeline):
             for topic, typename in self.encoder.predicted_topics(name):
                 self._publisher(topic, typename)
         self._diagnostics_pub = self.create_publisher(
@@ -127,7 +128,7 @@ class ReconstructionNode(Node):
 
         self.tf = Tf2Lookup.for_node(self, cache_duration_s=max(10.0, 2 * p.window_duration_s))
         self.worker = LiveWorker(
-            p, Reconstructor(backend, p.pipeline_config()), self.encoder, self.tf.lookup, self._publish,
+            p, Reconstructor(backend, pipeline), self.encoder, self.tf.lookup, self._publish,
             clock_ns=self._now_ns, log_warning=log.warning, log_error=log.error,
             with_4d=self._want_4d, ok=self.context.ok, views=self._want_view if p.predicted_views_on_demand else None)
 
