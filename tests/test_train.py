@@ -379,3 +379,41 @@ def test_as_shipped_copies_the_inference_config_and_keeps_the_weights(tiny_data,
         expected = tensor.half().to(tensor.dtype) if tensor.is_floating_point() else tensor
         assert torch.equal(got.state_dict()[name], expected), name
     assert {t.dtype for t in load_file(str(out)).values() if t.is_floating_point()} == {torch.float16}
+
+
+def test_inference_steps_in_training_decode_as_inference_does_and_train(tiny_data, tmp_path, monkeypatch):
+    """`inference_steps: true` makes a model in train mode decode exactly as in eval mode (the
+    thickness, an inference-time step, acts on the object views' plain background), gradients
+    reach the network through it, and a run with it passes `inference=True` to every decode."""
+    import lrm4d_core.model.lrm4d as lrm4d
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+    from lrm4d_core.train.config import DataSource
+    from lrm4d_core.train.examples import ExampleSource
+    from lrm4d_core.train.loop import prepare_batch
+
+    torch.manual_seed(0)
+    model = LRM4D(preset("tiny", hidden=32, layers=1, heads=2, parametrization="prior",
+                         prior={"thickness": {"depth": 1.0}}))
+    ex = ExampleSource([DataSource(str(tiny_data / "object"))], num_input=4, num_target=2).draw(0, 0, 0, 0, (16, 16))
+    batch = prepare_batch([ex], model, torch.device("cpu"))
+
+    def decode(train_mode: bool, steps: bool):
+        model.train(train_mode)
+        model.inference_steps_in_training = steps
+        return model(batch.input_images, batch.input_cameras, batch.input_times, world_scale=batch.world_scale)
+
+    with torch.no_grad():
+        inferred, plain_train, train_as_inferred = decode(False, False), decode(True, False), decode(True, True)
+    assert not torch.allclose(plain_train.covariance(), inferred.covariance())  # the thickness acted
+    for name in ("means", "scales", "opacities", "colors", "q_left", "q_right"):
+        assert torch.equal(getattr(train_as_inferred, name), getattr(inferred, name)), name
+    decode(True, True).means.sum().backward()
+    assert model.pixel_head.weight.grad is not None and model.pixel_head.weight.grad.abs().sum() > 0
+
+    real, flags = lrm4d.decode_prior, []
+    monkeypatch.setattr(lrm4d, "decode_prior", lambda *a, **k: (flags.append(k["inference"]), real(*a, **k))[1])
+    cfg = config(tiny_data, tmp_path / "run", steps=2, inference_steps=True,
+                 model={"preset": "tiny", "hidden": 32, "layers": 2, "heads": 2, "parametrization": "prior"})
+    assert math.isfinite(train(cfg, progress=False)["last_loss"])
+    assert flags and all(flags)

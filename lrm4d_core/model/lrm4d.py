@@ -132,6 +132,9 @@ class LRM4D(nn.Module):
         device it imports torch's compiler stack (about 1.5 s at start-up)."""
         super().__init__()
         self.config = config
+        # the prior's inference-time steps also in train mode (a training recipe's choice,
+        # `TrainConfig.inference_steps`; not saved: inference always runs them)
+        self.inference_steps_in_training = False
         d, p = config.hidden, config.patch_size
         self.tokenizer = nn.Linear(config.patch_dim, d)
         self.token_norm = nn.LayerNorm(d)
@@ -261,7 +264,7 @@ class LRM4D(nn.Module):
             background = torch.tensor(self.config.background, device=raw.pixel_raw.device)
             pixel = decode_prior(raw.pixel_raw, raw.images, raw.cameras, raw.times, raw.ray_origins, raw.ray_directions,
                                  raw.prior_depth, background, self.config.prior, act.scale_max, raw.ground_height,
-                                 inference=not self.training)
+                                 inference=not self.training or self.inference_steps_in_training)
         else:
             pixel = Gaussians4D.from_raw(raw.pixel_raw, raw.ray_origins, raw.ray_directions, act)
         if raw.free_raw.shape[1]:

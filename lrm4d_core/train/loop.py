@@ -200,7 +200,9 @@ def _initial_model(cfg: TrainConfig) -> LRM4D:
     if cfg.init_from is None:
         overrides.setdefault("background", tuple(cfg.background))
         model_cfg = make_preset(overrides.pop("preset", "tiny"), **overrides)
-        return LRM4D(model_cfg.replace(grad_checkpointing=cfg.grad_checkpointing))
+        model = LRM4D(model_cfg.replace(grad_checkpointing=cfg.grad_checkpointing))
+        model.inference_steps_in_training = cfg.inference_steps
+        return model
     from lrm4d_core.io.checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(cfg.init_from, grad_checkpointing=cfg.grad_checkpointing)
@@ -211,6 +213,7 @@ def _initial_model(cfg: TrainConfig) -> LRM4D:
     if clash:
         raise ValueError(f"init_from {cfg.init_from}: the checkpoint's model config differs from the training "
                          f"config's model entries {{name: (config, checkpoint)}}: {clash}")
+    model.inference_steps_in_training = cfg.inference_steps
     return model
 
 
