@@ -383,8 +383,9 @@ def test_as_shipped_copies_the_inference_config_and_keeps_the_weights(tiny_data,
 
 def test_inference_steps_in_training_decode_as_inference_does_and_train(tiny_data, tmp_path, monkeypatch):
     """`inference_steps: true` makes a model in train mode decode exactly as in eval mode (the
-    thickness, an inference-time step, acts on the object views' plain background), gradients
-    reach the network through it, and a run with it passes `inference=True` to every decode."""
+    thickness, an inference-time step, acts on the object views' plain background), with the
+    network's own decoding beside it for the input-pixel losses; gradients reach the network
+    through it, and a run with it decodes every step both ways."""
     import lrm4d_core.model.lrm4d as lrm4d
     from lrm4d_core.model.config import preset
     from lrm4d_core.model.lrm4d import LRM4D
@@ -401,19 +402,34 @@ def test_inference_steps_in_training_decode_as_inference_does_and_train(tiny_dat
     def decode(train_mode: bool, steps: bool):
         model.train(train_mode)
         model.inference_steps_in_training = steps
-        return model(batch.input_images, batch.input_cameras, batch.input_times, world_scale=batch.world_scale)
+        return model(batch.input_images, batch.input_cameras, batch.input_times, world_scale=batch.world_scale,
+                     with_environment=True)
 
     with torch.no_grad():
         inferred, plain_train, train_as_inferred = decode(False, False), decode(True, False), decode(True, True)
-    assert not torch.allclose(plain_train.covariance(), inferred.covariance())  # the thickness acted
+    assert inferred.own is None and plain_train.own is None
+    assert not torch.allclose(plain_train.gaussians.covariance(), inferred.gaussians.covariance())  # the thickness acted
     for name in ("means", "scales", "opacities", "colors", "q_left", "q_right"):
-        assert torch.equal(getattr(train_as_inferred, name), getattr(inferred, name)), name
-    decode(True, True).means.sum().backward()
+        assert torch.equal(getattr(train_as_inferred.gaussians, name), getattr(inferred.gaussians, name)), name
+        assert torch.equal(getattr(train_as_inferred.own, name), getattr(plain_train.gaussians, name)), name
+    decode(True, True).gaussians.means.sum().backward()
     assert model.pixel_head.weight.grad is not None and model.pixel_head.weight.grad.abs().sum() > 0
 
-    real, flags = lrm4d.decode_prior, []
-    monkeypatch.setattr(lrm4d, "decode_prior", lambda *a, **k: (flags.append(k["inference"]), real(*a, **k))[1])
-    cfg = config(tiny_data, tmp_path / "run", steps=2, inference_steps=True,
-                 model={"preset": "tiny", "hidden": 32, "layers": 2, "heads": 2, "parametrization": "prior"})
+    import lrm4d_core.train.loop as loop
+
+    real, decoded, depth_inputs = lrm4d.decode_prior, [], []
+
+    def spy(*a, **k):
+        decoded.append((k["inference"], real(*a, **k)))
+        return decoded[-1][1]
+
+    monkeypatch.setattr(lrm4d, "decode_prior", spy)
+    real_depth = loop.depth_loss
+    monkeypatch.setattr(loop, "depth_loss", lambda g, *a, **k: (depth_inputs.append(g), real_depth(g, *a, **k))[1])
+    cfg = config(tiny_data, tmp_path / "run", steps=2, inference_steps=True, lambda_depth=1.0,
+                 model={"preset": "tiny", "hidden": 32, "layers": 2, "heads": 2, "parametrization": "prior",
+                        "prior": {"thickness": {"depth": 1.0}}})
     assert math.isfinite(train(cfg, progress=False)["last_loss"])
-    assert flags and all(flags)
+    assert [f for f, _ in decoded] == [True, False] * 2 and len(depth_inputs) == 2
+    for step, g in enumerate(depth_inputs):  # the depth loss reads the decoding without the steps
+        assert torch.equal(g.means, decoded[2 * step + 1][1].means)

@@ -90,10 +90,15 @@ class RawOutput(NamedTuple):
 
 class SceneOutput(NamedTuple):
     """Everything the model predicts for a window: Gaussians4D [B, V*H*W + N, ...] and the
-    environment map (None without that head)."""
+    environment map (None without that head). `own`: only in training with the inference-time
+    steps on (`inference_steps_in_training`), the same Gaussians decoded without those steps, for
+    the losses on the input pixels: the steps correct the network's depths (the view alignment
+    rescales each view to the others' silhouettes), so supervised only through them its own depth
+    drifts and is wrong wherever they do not act (docs/default_model/experiments.md, session 24)."""
 
     gaussians: Gaussians4D
     environment: Environment | None
+    own: Gaussians4D | None = None
 
 
 def _prior_bias() -> Tensor:
@@ -260,16 +265,25 @@ class LRM4D(nn.Module):
     def decode_scene(self, raw: RawOutput) -> SceneOutput:
         """Gaussians (pixel-aligned first, then free tokens: [B, V*H*W + N, ...]) and environment."""
         act = self.config.activation
+        own = None
         if self.config.parametrization == "prior":
             background = torch.tensor(self.config.background, device=raw.pixel_raw.device)
-            pixel = decode_prior(raw.pixel_raw, raw.images, raw.cameras, raw.times, raw.ray_origins, raw.ray_directions,
-                                 raw.prior_depth, background, self.config.prior, act.scale_max, raw.ground_height,
-                                 inference=not self.training or self.inference_steps_in_training)
+
+            def decode(inference: bool) -> Gaussians4D:
+                return decode_prior(raw.pixel_raw, raw.images, raw.cameras, raw.times, raw.ray_origins,
+                                    raw.ray_directions, raw.prior_depth, background, self.config.prior, act.scale_max,
+                                    raw.ground_height, inference=inference)
+
+            pixel = decode(not self.training or self.inference_steps_in_training)
+            if self.training and self.inference_steps_in_training:
+                own = decode(False)
         else:
             pixel = Gaussians4D.from_raw(raw.pixel_raw, raw.ray_origins, raw.ray_directions, act)
         if raw.free_raw.shape[1]:
-            pixel = Gaussians4D.cat([pixel, Gaussians4D.from_raw(raw.free_raw, activation=act)])
-        return SceneOutput(pixel, Environment(raw.environment) if raw.environment is not None else None)
+            free = Gaussians4D.from_raw(raw.free_raw, activation=act)
+            pixel = Gaussians4D.cat([pixel, free])
+            own = None if own is None else Gaussians4D.cat([own, free])
+        return SceneOutput(pixel, Environment(raw.environment) if raw.environment is not None else None, own)
 
     def decode(self, raw: RawOutput) -> Gaussians4D:
         """The Gaussians of `decode_scene`: [B, V*H*W + N, ...]."""

@@ -253,6 +253,8 @@ def training_step(
                   ground_height=batch.ground_height,
                   with_environment=True)
     gaussians = out.gaussians.to(dtype=torch.float32)
+    # the input-pixel losses read the network's own decoding where inference-time steps correct it
+    own = gaussians if out.own is None else out.own.to(dtype=torch.float32)
     environment = out.environment.to(dtype=torch.float32) if out.environment is not None else None
     timer.lap("forward")
     background = torch.tensor(model.config.background, dtype=torch.float32, device=device)
@@ -272,20 +274,20 @@ def training_step(
     prior = model.config.parametrization == "prior"
     if cfg.lambda_depth > 0:
         far = model.config.prior.far if prior else model.config.activation.far
-        d = depth_loss(gaussians, batch.input_cameras, batch.input_depths, far, log=prior)
+        d = depth_loss(own, batch.input_cameras, batch.input_depths, far, log=prior)
         loss = loss + cfg.lambda_depth * d
         terms["depth"] = d.item()
     if cfg.lambda_opacity > 0:
-        o = opacity_loss(gaussians, batch.input_depths)
+        o = opacity_loss(own, batch.input_depths)
         loss = loss + cfg.lambda_opacity * o
         terms["opacity"] = o.item()
     if cfg.lambda_velocity > 0:
-        v = velocity_loss(gaussians, batch.input_velocities, cfg.moving_speed if cfg.velocity_balance else None)
+        v = velocity_loss(own, batch.input_velocities, cfg.moving_speed if cfg.velocity_balance else None)
         loss = loss + cfg.lambda_velocity * v
         terms["velocity"] = v.item()
     if cfg.lambda_persistence > 0:
         floor = cfg.persistence_gaps * input_time_gap(batch.input_times)
-        p = persistence_loss(gaussians, batch.input_velocities, floor, cfg.moving_speed)
+        p = persistence_loss(own, batch.input_velocities, floor, cfg.moving_speed)
         loss = loss + cfg.lambda_persistence * p
         terms["persistence"] = p.item()
     if cfg.lambda_ssim > 0:
