@@ -59,9 +59,10 @@ class TrainConfig:
     num_target: int = 4
     # also render this many input views at their own time as targets (train.loop.with_input_targets)
     input_targets: int = 0
-    # decode with the prior's inference-time steps (align, stereo, carving, ground discs, held-still
-    # views, thickness) in training too, so the network's residuals are fitted to what inference
-    # makes of them (model.LRM4D.inference_steps_in_training)
+    # render the targets from Gaussians decoded with the prior's inference-time steps (align, stereo,
+    # carving, ground discs, held-still views, thickness), so the network's residuals are fitted to
+    # what inference makes of them; the input-pixel losses (depth, opacity, velocity, persistence)
+    # still read its own decoding (model.LRM4D.inference_steps_in_training, SceneOutput.own)
     inference_steps: bool = False
     lr: float = 4e-4
     betas: tuple[float, float] = (0.9, 0.95)
