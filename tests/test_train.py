@@ -387,6 +387,7 @@ def test_inference_steps_in_training_decode_as_inference_does_and_train(tiny_dat
     network's own decoding beside it for the input-pixel losses; gradients reach the network
     through it, and a run with it decodes every step both ways."""
     import lrm4d_core.model.lrm4d as lrm4d
+    import lrm4d_core.train.loop as loop
     from lrm4d_core.model.config import preset
     from lrm4d_core.model.lrm4d import LRM4D
     from lrm4d_core.train.config import DataSource
@@ -414,8 +415,6 @@ def test_inference_steps_in_training_decode_as_inference_does_and_train(tiny_dat
         assert torch.equal(getattr(train_as_inferred.own, name), getattr(plain_train.gaussians, name)), name
     decode(True, True).gaussians.means.sum().backward()
     assert model.pixel_head.weight.grad is not None and model.pixel_head.weight.grad.abs().sum() > 0
-
-    import lrm4d_core.train.loop as loop
 
     real, decoded, depth_inputs = lrm4d.decode_prior, [], []
 
