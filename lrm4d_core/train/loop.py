@@ -201,18 +201,17 @@ def _initial_model(cfg: TrainConfig) -> LRM4D:
         overrides.setdefault("background", tuple(cfg.background))
         model_cfg = make_preset(overrides.pop("preset", "tiny"), **overrides)
         model = LRM4D(model_cfg.replace(grad_checkpointing=cfg.grad_checkpointing))
-        model.inference_steps_in_training = cfg.inference_steps
-        return model
-    from lrm4d_core.io.checkpoint import load_checkpoint
+    else:
+        from lrm4d_core.io.checkpoint import load_checkpoint
 
-    model, _, _ = load_checkpoint(cfg.init_from, grad_checkpointing=cfg.grad_checkpointing)
-    model = model.float().train()
-    have = model.config.to_dict()
-    wanted = {**overrides, "background": list(cfg.background)}
-    clash = {k: (v, have.get(k)) for k, v in wanted.items() if k not in have or have[k] != v}
-    if clash:
-        raise ValueError(f"init_from {cfg.init_from}: the checkpoint's model config differs from the training "
-                         f"config's model entries {{name: (config, checkpoint)}}: {clash}")
+        model, _, _ = load_checkpoint(cfg.init_from, grad_checkpointing=cfg.grad_checkpointing)
+        model = model.float().train()
+        have = model.config.to_dict()
+        wanted = {**overrides, "background": list(cfg.background)}
+        clash = {k: (v, have.get(k)) for k, v in wanted.items() if k not in have or have[k] != v}
+        if clash:
+            raise ValueError(f"init_from {cfg.init_from}: the checkpoint's model config differs from the training "
+                             f"config's model entries {{name: (config, checkpoint)}}: {clash}")
     model.inference_steps_in_training = cfg.inference_steps
     return model
 
