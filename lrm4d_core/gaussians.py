@@ -471,6 +471,12 @@ class Gaussians4D:
         sigma_tt = self._conditional[0]
         return torch.exp(-0.5 * (t - self.means[..., 3]) ** 2 / sigma_tt)
 
+    def means_at(self, t: Tensor) -> Tensor:
+        """[..., N, 3] each Gaussian's spatial centre conditioned on its own time `t` [..., N]
+        (where its slice at t is centred)."""
+        velocity = self._conditional[1]
+        return self.means[..., :3] + velocity * (t.to(self.means) - self.means[..., 3])[..., None]
+
     def slice(
         self,
         t: float | Tensor,

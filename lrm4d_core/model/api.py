@@ -58,6 +58,7 @@ from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussia
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
 from .nearest_copy import reconstruction_windows, window_factor
+from .own_view import reconstruction_splats, visibility
 from .view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_views, view_mass, view_opacity_factor, view_sources
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "reconstruct",
     "render",
     "rasterize_over",
+    "SourceViews",
 ]
 
 
@@ -105,6 +107,9 @@ class Reconstruction:
             renders use it where the model has no environment map.
         view_dependence: (strength, width in degrees) of the view-dependent opacity its renders
             give the pixel-aligned Gaussians (`model.view_weight`; strength 0: none).
+        nearest_copy, time_windows: the nearest copy in time its renders use (`model.nearest_copy`).
+        own_view: the own-view splats [V*H*W] of its renders, in the model box and model time
+            (`model.own_view`; None: none), and own_view_deg their visibility's width in degrees.
 
     `gaussians` (the 4D set in the caller's fixed frame, metres and seconds) is computed on first
     access: when space and time scales differ, `Gaussians4D.to_world` re-factors every 4D
@@ -125,6 +130,8 @@ class Reconstruction:
     view_dependence: tuple[float, float] = VIEW_DEPENDENCE_OFF
     nearest_copy: float = 0.0
     time_windows: Tensor | None = None
+    own_view: Gaussians4D | None = None
+    own_view_deg: float = 0.0
 
     @cached_property
     def gaussians(self) -> Gaussians4D:
@@ -167,13 +174,16 @@ class Reconstruction:
         return view_sources(self.input_centres(), self.source_views())
 
     def view_cloud(self, t: float, forecast_from: float | None = None,
-                   inference_filter: bool = True) -> tuple[Gaussians3D, Tensor | None]:
-        """The world-frame cloud at t (seconds) and the input view of each of its Gaussians [N]
-        (`source_views`; None where `view_dependence` is off), for `rasterize_over`: as `slice(t)`,
-        or with `forecast_from` as `forecast(t, forecast_from)` (extrapolated past it)."""
+                   inference_filter: bool = True) -> tuple[Gaussians3D, SourceViews | None]:
+        """The world-frame cloud at t (seconds) and where each of its Gaussians comes from
+        (`SourceViews`; None where neither the view-dependent opacity nor the own-view splats
+        are on), for `rasterize_over`: as `slice(t)`, or with `forecast_from` as
+        `forecast(t, forecast_from)` (extrapolated past it), followed by the own-view splats
+        where they are on."""
         # windows belong to the set they were computed on: a subset (a diagnostic's) renders without
         windowed = self.time_windows is not None and self.nearest_copy > 0 and len(self.gaussians_model) >= len(self.time_windows)
-        if self.view_dependence[0] <= 0 and not windowed:  # the plain slice or forecast, as fast as before
+        own = self.own_view if self.own_view is not None and self.own_view_deg > 0 else None
+        if self.view_dependence[0] <= 0 and not windowed and own is None:  # the plain slice or forecast, as fast as before
             if forecast_from is None:
                 return self.slice(t, inference_filter=inference_filter), None
             return self.forecast(t, forecast_from, inference_filter=inference_filter), None
@@ -181,19 +191,46 @@ class Reconstruction:
         tm = float(self.time.to_model(t))
         t_end = math.inf if forecast_from is None else float(self.time.to_model(forecast_from))
         at = min(tm, t_end)
+        views = self.source_views()
+        give_way = None
+        if own is not None:  # each pixel's Gaussian gives way to its splat as far as that shows at t
+            n = len(own)
+            give_way = torch.zeros(len(g4) + n, dtype=g4.means.dtype, device=g4.means.device)
+            give_way[:n] = own.marginal_t(at) * (own.opacities > 0).to(give_way)
+            cams = self.model_cameras
+            views = torch.cat([views, len(cams) + torch.arange(len(cams), device=views.device).repeat_interleave(n // len(cams))])
+            g4 = Gaussians4D.cat([g4, own.to(device=g4.means.device, dtype=g4.means.dtype)])
         cloud = g4.slice(at)
         if windowed:  # the nearest copy in time of what a standing camera saw alike shows
             factor = torch.ones_like(cloud.opacities)  # the free Gaussians after the pixel-aligned ones keep theirs
             windows = self.time_windows.to(cloud.opacities.device)
             factor[: len(windows)] = window_factor(windows, g4.means[: len(windows), 3].to(windows), at, self.nearest_copy).to(factor)
             cloud = replace(cloud, opacities=cloud.opacities * factor)
-        views = self.source_views()
         if inference_filter:  # as `Gaussians4D.slice(inference_filter=True)` keeps them
             keep = (g4.marginal_t(at) >= MIN_MARGINAL) & (cloud.opacities >= MIN_OPACITY)
             cloud, views = cloud.select(keep), views[keep]
+            give_way = None if give_way is None else give_way[keep]
         if tm > t_end:
             cloud = cloud.moved(tm - t_end)
-        return _gaussians3d_to_world(cloud, self.scene, self.time), views if self.view_dependence[0] > 0 else None
+        sources = SourceViews(views, give_way, self.own_view_deg) if self.view_dependence[0] > 0 or own is not None else None
+        return _gaussians3d_to_world(cloud, self.scene, self.time), sources
+
+
+@dataclass(frozen=True)
+class SourceViews:
+    """Where each Gaussian of a `Reconstruction.view_cloud` comes from, for `rasterize_over`.
+
+    Attributes:
+        index: [N] the input view v its pixel-aligned Gaussians are aligned to, V + v for view v's
+            own-view splats (`model.own_view`), -1 for free Gaussians.
+        give_way: [N] how far each pixel-aligned Gaussian gives way to its own-view splat near its
+            input camera (the splat's temporal marginal at the cloud's time; None: no splats).
+        own_view_deg: the splats' visibility width in degrees.
+    """
+
+    index: Tensor
+    give_way: Tensor | None = None
+    own_view_deg: float = 0.0
 
 
 def _default_device() -> torch.device:
@@ -406,12 +443,13 @@ def reconstruct(
                     ground_height=prepared.ground)
         pixel_aligned = len(model_cams) * model_cams.width * model_cams.height  # which copy shows when
         windows = reconstruction_windows(model.config, out.gaussians[0].means[:pixel_aligned], pixels, model_cams, model_times)
+        own = reconstruction_splats(model.config, out.gaussians[0], pixels, model_cams, model_times)
     _sync(device)
     t2 = _time.perf_counter()
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
     env = out.environment[0] if out.environment is not None else None
     rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background,
-                         model.config.view_weighting, model.config.nearest_copy, windows)
+                         model.config.view_weighting, model.config.nearest_copy, windows, own, model.config.own_view.angle_deg)
     if world:
         rec.gaussians  # noqa: B018  (computes and times the world-frame set)
         timings["total"] = _time.perf_counter() - t0
@@ -459,21 +497,27 @@ def render(
 
 def rasterize_over(
     rec: Reconstruction, cloud: Gaussians3D, cameras: Cameras, background: Tensor | None = None, backend: str = "auto",
-    views: Tensor | None = None,
+    views: SourceViews | None = None,
 ):
     """Rasterize a world-frame cloud of `rec` (a slice or forecast) as users see it: over
     `background` [3] when given, else over `rec`'s environment map, else over the colour its model
-    was trained on (`Reconstruction.background`). With `views` (the input view of each Gaussian,
-    from `Reconstruction.view_cloud`), each camera sees the pixel-aligned Gaussians with
-    `rec.view_dependence`'s view-dependent opacity (`model.view_weight`), one camera at a time."""
-    strength, width = rec.view_dependence
-    if views is not None and strength > 0:
+    was trained on (`Reconstruction.background`). With `views` (from `Reconstruction.view_cloud`),
+    each camera sees the pixel-aligned Gaussians with `rec.view_dependence`'s view-dependent
+    opacity (`model.view_weight`) and the own-view splats by their visibility, their pixels'
+    Gaussians giving way to them (`model.own_view`), one camera at a time."""
+    if views is not None:
+        V = len(rec.model_cameras)
+        splat = views.index >= V
+        strength, width = rec.view_dependence
         inputs = live_inputs(rec, cloud, views)
-        sources = view_sources(rec.input_centres().to(cloud.means), views)
+        sources = view_sources(rec.input_centres().to(cloud.means), torch.where(splat, views.index - V, views.index))
         outs = []
         for c in range(len(cameras)):
             centre = cameras.cam_to_world[c, :3, 3]
             factor = view_opacity_factor(cloud.means, sources, centre, strength, width, inputs)
+            if views.give_way is not None:
+                a = visibility(cloud.means, sources, centre, views.own_view_deg)
+                factor = torch.where(splat, a, factor * (1.0 - a * views.give_way.to(a)))
             seen = replace(cloud, opacities=cloud.opacities * factor)
             outs.append(rasterize_over(rec, seen, cameras[c:c + 1], background, backend))
         stats = {k: sum(o.stats.get(k, 0) for o in outs) for k in outs[0].stats}
@@ -493,13 +537,14 @@ def rasterize_over(
                      depth_mode=RENDER_DEPTH_MODE)
 
 
-def live_inputs(rec: Reconstruction, cloud: Gaussians3D, views: Tensor, share: float = 0.5) -> Tensor:
-    """[K, 3] centres of the input cameras whose Gaussians (`views`: each one's input view) show in
-    `cloud` (a slice: opacities times p(t)) with at least `share` of the largest input's opacity:
-    the inputs that can stand in for each other at this time (an input whose Gaussians have faded
-    out cannot)."""
+def live_inputs(rec: Reconstruction, cloud: Gaussians3D, views: SourceViews, share: float = 0.5) -> Tensor:
+    """[K, 3] centres of the input cameras whose pixel-aligned Gaussians (`views`, from
+    `Reconstruction.view_cloud`) show in `cloud` (a slice: opacities times p(t)) with at least
+    `share` of the largest input's opacity: the inputs that can stand in for each other at this
+    time (an input whose Gaussians have faded out cannot; own-view splats do not count)."""
     centres = rec.input_centres().to(cloud.means)
-    return live_centres(centres, view_mass(views, cloud.opacities, len(centres)), share)
+    network = views.index < len(centres)
+    return live_centres(centres, view_mass(views.index[network], cloud.opacities[network], len(centres)), share)
 
 
 def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 0.3) -> float:

@@ -43,6 +43,7 @@ from typing import Any
 
 from lrm4d_core.gaussians import GaussianActivation
 
+from .own_view import OwnViewConstants
 from .prior import PriorConstants
 
 __all__ = ["ModelConfig", "PRESETS", "preset", "INPUT_CHANNELS", "RAW_CHANNELS", "PARAMETRIZATIONS"]
@@ -92,6 +93,9 @@ class ModelConfig:
             Gaussian at times nearer another input of the same standing camera that saw its point
             alike (`lrm4d_core.model.nearest_copy`; 0, the default of checkpoints that predate it:
             off).
+        own_view: renders of a reconstruction show, near each input camera and time, that input's
+            pixels as small splats at the network's depths (`lrm4d_core.model.own_view`;
+            `angle_deg` 0, the default of checkpoints that predate it: off).
         facing_inward: cameras whose optical axes all lie along one line, facing each other (SPEC
             §4's interpolation layout), are normalized as an object rig around their centroid
             (`model.api.estimate_scene_normalization`). Checkpoints without the key (trained
@@ -119,6 +123,7 @@ class ModelConfig:
     view_dependence: float = 0.0
     view_dependence_deg: float = 15.0
     nearest_copy: float = 0.0
+    own_view: OwnViewConstants = field(default_factory=OwnViewConstants)
     facing_inward: bool = False
 
     def __post_init__(self) -> None:
@@ -128,6 +133,8 @@ class ModelConfig:
             object.__setattr__(self, "activation", GaussianActivation(**self.activation))
         if isinstance(self.prior, dict):
             object.__setattr__(self, "prior", PriorConstants(**self.prior))
+        if isinstance(self.own_view, dict):
+            object.__setattr__(self, "own_view", OwnViewConstants(**self.own_view))
         object.__setattr__(self, "background", tuple(float(c) for c in self.background))
         problems = []
         if self.hidden <= 0 or self.layers < 0 or self.heads <= 0:
@@ -181,6 +188,7 @@ class ModelConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["activation"] = dataclasses.asdict(self.activation)
         out["prior"] = dataclasses.asdict(self.prior)
+        out["own_view"] = dataclasses.asdict(self.own_view)
         out["image_size"] = list(self.image_size)
         out["background"] = list(self.background)
         return out
@@ -194,7 +202,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {unknown}")
         data = dict(data)
-        for key, cls in (("activation", GaussianActivation), ("prior", PriorConstants)):
+        for key, cls in (("activation", GaussianActivation), ("prior", PriorConstants), ("own_view", OwnViewConstants)):
             if key in data:
                 value, allowed = data[key], {f.name for f in dataclasses.fields(cls)}
                 if not isinstance(value, dict) or set(value) - allowed:
@@ -211,6 +219,8 @@ class ModelConfig:
                 if isinstance(value, dict) and dataclasses.is_dataclass(getattr(self.prior, name, None)):
                     prior[name] = dataclasses.replace(getattr(self.prior, name), **value)
             overrides["prior"] = dataclasses.replace(self.prior, **prior)
+        if isinstance(overrides.get("own_view"), dict):
+            overrides["own_view"] = dataclasses.replace(self.own_view, **overrides["own_view"])
         return dataclasses.replace(self, **overrides)
 
 

@@ -45,7 +45,7 @@ from .stereo import plain_background
 if TYPE_CHECKING:  # config imports the prior, which sits beside this module
     from .config import ModelConfig
 
-__all__ = ["MARGIN", "COLOUR", "SAME_PLACE", "SAME_AXIS", "time_windows", "window_factor", "plain_background_views",
+__all__ = ["MARGIN", "COLOUR", "SAME_PLACE", "SAME_AXIS", "time_windows", "standing_together", "window_factor", "plain_background_views",
            "reconstruction_windows"]
 
 MARGIN = 0.2
@@ -80,12 +80,12 @@ def time_windows(means: Tensor, images: Tensor, cameras: Cameras, times: Tensor,
     colours = images.permute(0, 2, 3, 1).reshape(V, N, 3).to(means)
     _, own_depth = project_points(xyz, cameras)  # [V, N]: each input's depth map
     c2w = cameras.cam_to_world.to(means)
-    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]
     reach = own_depth.median(dim=1).values  # [V]
+    together = standing_together(c2w, reach)
     for j in range(V):
         if skip is not None and bool(skip[j]):
             continue
-        same = ((centres - centres[j]).norm(dim=-1) < SAME_PLACE * reach[j]) & ((axes * axes[j]).sum(-1) > SAME_AXIS)
+        same = together[j].clone()
         same[j] = False
         copies = torch.nonzero(same).flatten()
         if copies.numel() == 0:
@@ -101,6 +101,15 @@ def time_windows(means: Tensor, images: Tensor, cameras: Cameras, times: Tensor,
         hi[j] = torch.where(copied & later, when, torch.full_like(when, math.inf)).amin(0).minimum(hi[j])
         lo[j] = torch.where(copied & ~later, when, torch.full_like(when, -math.inf)).amax(0).maximum(lo[j])
     return torch.stack([lo, hi], -1).reshape(V * N, 2)
+
+
+def standing_together(cam_to_world: Tensor, reach: Tensor) -> Tensor:
+    """[V, V] which input cameras (`cam_to_world` [V, 4, 4]) stand in one place: centres within
+    `SAME_PLACE` of the first one's `reach` [V] (the median depth of its Gaussians), optical axes
+    within `SAME_AXIS` (the diagonal holds)."""
+    centres, axes = cam_to_world[:, :3, 3], cam_to_world[:, :3, 2]
+    near = (centres[None] - centres[:, None]).norm(dim=-1) < SAME_PLACE * reach[:, None]
+    return near & ((axes[:, None] * axes[None]).sum(-1) > SAME_AXIS)
 
 
 def window_factor(windows: Tensor, mu: Tensor, t: float, strength: float) -> Tensor:

@@ -30,13 +30,13 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["VIEW_DEPENDENCE_OFF", "view_opacity_factor", "live_centres", "pixel_views", "view_sources", "view_mass"]
+__all__ = ["VIEW_DEPENDENCE_OFF", "angle_at", "view_opacity_factor", "live_centres", "pixel_views", "view_sources", "view_mass"]
 
 VIEW_DEPENDENCE_OFF = (0.0, 15.0)
 """(strength, width in degrees) of a reconstruction whose renders have no view-dependent opacity."""
 
 
-def _angle(camera_centre: Tensor, means: Tensor, points: Tensor) -> Tensor:
+def angle_at(camera_centre: Tensor, means: Tensor, points: Tensor) -> Tensor:
     """Angle at `means` [N, 3] between the directions to `camera_centre` [3] and to `points` [N, 3]."""
     to_camera = torch.nn.functional.normalize(camera_centre.to(means) - means, dim=-1)
     to_point = torch.nn.functional.normalize(points.to(means) - means, dim=-1)
@@ -50,7 +50,7 @@ def view_opacity_factor(means: Tensor, sources: Tensor, camera_centre: Tensor, s
     `camera_centre` [3]; all in one frame. With `inputs` [V, 3] (every input camera's centre) the
     angle counts only beyond the smallest any input makes there: a Gaussian of the input best placed
     for this camera keeps its opacity even when no input is close."""
-    angle = _angle(camera_centre, means, sources)
+    angle = angle_at(camera_centre, means, sources)
     if inputs is not None and len(inputs):  # the smallest angle is the arccos of the largest cosine
         to_camera = torch.nn.functional.normalize(camera_centre.to(means) - means, dim=-1)
         to_inputs = inputs.to(means)[:, None] - means[None]  # [V, N, 3]
