@@ -86,7 +86,8 @@ def checkpoint(tmp_path_factory) -> Path:
     model = load_model(preset="tiny", device="cpu", hidden=32, layers=2, heads=2, image_size=(16, 16),
                        prior={"ground_snap": 0.3},  # so that a known ground changes the result
                        view_dependence=0.4, view_dependence_deg=20.0,  # so that renders depend on it
-                       nearest_copy=0.7)  # ... and on the time windows, sent with the result
+                       nearest_copy=0.7,  # ... and on the time windows, sent with the result
+                       own_view={"angle_deg": 10.0})  # ... and on the own-view splats, built by the client
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, provenance={"test": True})
 
 
@@ -124,6 +125,12 @@ def assert_same_reconstruction(a, b) -> None:
         assert b.time_windows is None
     else:
         assert torch.equal(b.time_windows.cpu(), a.time_windows.float().cpu())
+    assert b.own_view_deg == pytest.approx(a.own_view_deg)
+    if a.own_view is None:
+        assert b.own_view is None
+    else:  # built by the client from the float16 Gaussians and its own images
+        ga, gb = a.own_view.to_channels().float().cpu(), b.own_view.to_channels().float().cpu()
+        assert torch.allclose(gb, ga, rtol=2e-3, atol=1e-3), float((gb - ga).abs().max())  # float16 steps near 1: 1e-3
 
 
 def free_port() -> int:
@@ -715,7 +722,7 @@ def test_offline_backend_waits_out_the_breaker_so_a_short_outage_costs_only_its_
 
     backend._call = fake_call
     backend.encode_request = lambda *a: "request"
-    backend.decode_response = lambda response, cameras, times: types.SimpleNamespace(timings={})
+    backend.decode_response = lambda response, cameras, times, images=None: types.SimpleNamespace(timings={})
     with pytest.raises(BackendUnavailable):
         backend.reconstruct([], None, np.zeros(0), None)  # the window inside the outage is lost
     assert backend.breaker.state == "open"

@@ -357,6 +357,7 @@ def test_as_shipped_copies_the_inference_config_and_keeps_the_weights(tiny_data,
 
     from lrm4d_core.io.checkpoint import load_checkpoint, save_checkpoint
     from lrm4d_core.model.lrm4d import LRM4D
+    from lrm4d_core.model.own_view import OwnViewConstants
     from lrm4d_core.model.prior import PriorConstants
 
     spec = importlib.util.spec_from_file_location("_as_shipped", Path(__file__).parents[1] / "docs/default_model/as_shipped.py")
@@ -367,7 +368,7 @@ def test_as_shipped_copies_the_inference_config_and_keeps_the_weights(tiny_data,
     model, cfg, _ = load_checkpoint(trained)
     reference = tmp_path / "reference.safetensors"  # another architecture: only config fields travel
     ref_cfg = replace(cfg, hidden=48, prior=PriorConstants(ground_snap=0.3), view_dependence=0.5, nearest_copy=0.6,
-                      facing_inward=not cfg.facing_inward)
+                      own_view=OwnViewConstants(angle_deg=12.0), facing_inward=not cfg.facing_inward)
     save_checkpoint(reference, LRM4D(ref_cfg), ref_cfg)
     out = tmp_path / "shipped.safetensors"
     module.as_shipped(trained, out, reference)

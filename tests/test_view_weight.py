@@ -109,7 +109,7 @@ def test_view_cloud_is_the_slice_and_the_forecast(window):
         cloud, views = rec.view_cloud(t, forecast_from=0.0)
         reference = rec.forecast(t, 0.0, inference_filter=True)
         assert torch.equal(cloud.means, reference.means) and torch.equal(cloud.opacities, reference.opacities)
-        assert views.shape == cloud.opacities.shape
+        assert views.index.shape == cloud.opacities.shape and views.give_way is None
     cloud, _ = rec.view_cloud(0.4)  # no forecast: the slice at t
     assert torch.equal(cloud.means, rec.slice(0.4, inference_filter=True).means)
 

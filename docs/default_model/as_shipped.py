@@ -3,11 +3,11 @@
     python docs/default_model/as_shipped.py TRAINED.safetensors OUT.safetensors [--reference CKPT]
 
 Why: the shipped file's no-learning steps (the motion prior, ground snapping and discs, view
-alignment, stereo, carving, thickness, nearest copy, view-dependent opacity; docs/default_model.md,
+alignment, stereo, carving, thickness, nearest copy, view-dependent opacity, own-view splats; docs/default_model.md,
 "What the model is") live in its recorded config, not in its weights. A checkpoint fresh from
 `lrm4d train` has the preset's config, with them off, so comparing it with the shipped file as it
 stands would compare the steps, not the networks. This copies the reference's `prior`,
-`view_dependence`, `view_dependence_deg` and `nearest_copy` onto the trained weights (nothing that
+`view_dependence`, `view_dependence_deg`, `nearest_copy` and `own_view` onto the trained weights (nothing that
 changes a parameter shape) and converts to float16 as the shipped file is. `facing_inward` stays the trained model's: it is the normalization the network
 was trained with. bench/gpu_run.sh uses it for the `small` preset trained on a GPU.
 """
@@ -23,7 +23,7 @@ import torch
 from lrm4d_core.io.checkpoint import convert_checkpoint, load_checkpoint, save_checkpoint
 from lrm4d_core.model.api import default_checkpoint
 
-INFERENCE_FIELDS = ("prior", "view_dependence", "view_dependence_deg", "nearest_copy")
+INFERENCE_FIELDS = ("prior", "view_dependence", "view_dependence_deg", "nearest_copy", "own_view")
 
 
 def as_shipped(trained: Path, out: Path, reference: Path) -> None:

@@ -192,26 +192,33 @@ class Reconstruction:
         t_end = math.inf if forecast_from is None else float(self.time.to_model(forecast_from))
         at = min(tm, t_end)
         views = self.source_views()
-        give_way = None
-        if own is not None:  # each pixel's Gaussian gives way to its splat as far as that shows at t
-            n = len(own)
-            give_way = torch.zeros(len(g4) + n, dtype=g4.means.dtype, device=g4.means.device)
-            give_way[:n] = own.marginal_t(at) * (own.opacities > 0).to(give_way)
-            cams = self.model_cameras
-            views = torch.cat([views, len(cams) + torch.arange(len(cams), device=views.device).repeat_interleave(n // len(cams))])
-            g4 = Gaussians4D.cat([g4, own.to(device=g4.means.device, dtype=g4.means.dtype)])
         cloud = g4.slice(at)
         if windowed:  # the nearest copy in time of what a standing camera saw alike shows
             factor = torch.ones_like(cloud.opacities)  # the free Gaussians after the pixel-aligned ones keep theirs
             windows = self.time_windows.to(cloud.opacities.device)
             factor[: len(windows)] = window_factor(windows, g4.means[: len(windows), 3].to(windows), at, self.nearest_copy).to(factor)
             cloud = replace(cloud, opacities=cloud.opacities * factor)
+        give_way = None
+        if own is not None:  # each pixel's Gaussian gives way to its splat as far as that shows at t (forecasts too)
+            own = own.to(device=g4.means.device, dtype=g4.means.dtype)
+            shown = own.marginal_t(tm) * (own.opacities > 0).to(g4.means)
+            give_way = torch.cat([shown, torch.zeros(len(g4) - len(own), dtype=shown.dtype, device=shown.device)])
         if inference_filter:  # as `Gaussians4D.slice(inference_filter=True)` keeps them
             keep = (g4.marginal_t(at) >= MIN_MARGINAL) & (cloud.opacities >= MIN_OPACITY)
             cloud, views = cloud.select(keep), views[keep]
             give_way = None if give_way is None else give_way[keep]
         if tm > t_end:
             cloud = cloud.moved(tm - t_end)
+        if own is not None:  # the splats, still, as they show at t
+            splats = own.slice(tm)
+            cams = self.model_cameras
+            splat_views = torch.arange(len(cams), device=views.device).repeat_interleave(len(own) // len(cams))
+            if inference_filter:
+                kept = (own.marginal_t(tm) >= MIN_MARGINAL) & (splats.opacities >= MIN_OPACITY)
+                splats, splat_views = splats.select(kept), splat_views[kept]
+            cloud = Gaussians3D.cat([cloud, splats])
+            views = torch.cat([views, len(cams) + splat_views])
+            give_way = torch.cat([give_way, torch.zeros(len(splats), dtype=give_way.dtype, device=give_way.device)])
         sources = SourceViews(views, give_way, self.own_view_deg) if self.view_dependence[0] > 0 or own is not None else None
         return _gaussians3d_to_world(cloud, self.scene, self.time), sources
 
@@ -384,11 +391,7 @@ def prepare_window(
         raise ValueError("times must be finite")
 
     H, W = image_size if image_size is not None else config.image_size
-    pixels = pixels.to(device)
-    if (H, W) != (H_in, W_in):
-        downscale = H < H_in or W < W_in
-        pixels = F.interpolate(pixels, size=(H, W), mode="bilinear", align_corners=False, antialias=downscale)
-        pixels = pixels.clamp(0.0, 1.0)
+    pixels = resized_pixels(pixels.to(device), (H, W))
     cams = cameras.resized(W, H) if (H, W) != (H_in, W_in) else cameras
     cams = cams.to(device="cpu", dtype=torch.float64)
     if scene is None:
@@ -403,6 +406,16 @@ def prepare_window(
             raise ValueError(f"ground_z must be finite (None: unknown), got {ground_z}")
         ground = scene.height_to_model(ground_z)
     return PreparedWindow(pixels, model_cams, model_times, scene, time, ground)
+
+
+def resized_pixels(pixels: Tensor, size: tuple[int, int]) -> Tensor:
+    """pixels [V, 3, H_in, W_in] in [0, 1] at `size` (H, W), as the network takes them (bilinear,
+    antialiased when shrinking)."""
+    H, W = size
+    if tuple(pixels.shape[-2:]) == (H, W):
+        return pixels
+    downscale = H < pixels.shape[-2] or W < pixels.shape[-1]
+    return F.interpolate(pixels, size=(H, W), mode="bilinear", align_corners=False, antialias=downscale).clamp(0.0, 1.0)
 
 
 def reconstruct(

@@ -343,7 +343,7 @@ class RemoteBackend:
         t2 = time.perf_counter()
         self.breaker.success()
         self._count("ok")
-        rec = self.decode_response(response, cameras, times)
+        rec = self.decode_response(response, cameras, times, images)
         rec.timings.update({"encode": t1 - t0, "rpc": t2 - t1, "decode": time.perf_counter() - t2,
                             "client_total": time.perf_counter() - t0})
         self.last_timings = dict(rec.timings)
@@ -377,7 +377,10 @@ class RemoteBackend:
             )
         return request
 
-    def decode_response(self, response: pb.ReconstructResponse, cameras: Cameras, times: np.ndarray) -> Reconstruction:
+    def decode_response(self, response: pb.ReconstructResponse, cameras: Cameras, times: np.ndarray,
+                        images: Sequence[np.ndarray] | None = None) -> Reconstruction:
+        """The `Reconstruction` a response describes; with `images` (the request's), the own-view
+        splats its renders use where the model has them on (built here, from the Gaussians)."""
         import torch
 
         from lrm4d_core.gaussians import Gaussians4D
@@ -403,8 +406,18 @@ class RemoteBackend:
         windows = None
         if response.nearest_copy > 0 and len(response.time_windows_f32):
             windows = torch.from_numpy(np.frombuffer(response.time_windows_f32, dtype="<f4").reshape(-1, 2).copy()).to(self.device)
-        return Reconstruction(Gaussians4D.from_channels(channels), scene, time_norm, model_cams, model_times, timings,
-                              env, background, view, float(response.nearest_copy) if windows is not None else 0.0, windows)
+        gaussians = Gaussians4D.from_channels(channels)
+        own, own_deg = None, 0.0
+        if len(response.own_view) and images is not None:
+            from lrm4d_core.model.api import prepare_images, resized_pixels
+            from lrm4d_core.model.own_view import OwnViewConstants, own_view_splats
+
+            constants = OwnViewConstants(*(float(c) for c in response.own_view))
+            pixels = resized_pixels(prepare_images(images).to(self.device), (H, W))
+            own = own_view_splats(gaussians, pixels, model_cams, model_times, torch.tensor(background), constants)
+            own_deg = constants.angle_deg
+        return Reconstruction(gaussians, scene, time_norm, model_cams, model_times, timings, env, background, view,
+                              float(response.nearest_copy) if windows is not None else 0.0, windows, own, own_deg)
 
     # ------------------------------------------------------------------------------------------ internals
     def _server_limit(self) -> int | None:

@@ -82,6 +82,7 @@ class WorkResult:
     view_dependence: tuple[float, float] = VIEW_DEPENDENCE_OFF  # its renders' view-dependent opacity
     nearest_copy: float = 0.0  # its renders' nearest-copy strength (lrm4d_core.model.nearest_copy)
     time_windows: bytes = b""  # ... and the pixel-aligned Gaussians' windows, float32 pairs (empty: none)
+    own_view: tuple[float, ...] = ()  # its renders' own-view splats (OwnViewConstants.to_list(); empty: none)
 
 
 @dataclass
@@ -262,7 +263,8 @@ class Engine:
                 item.future.set_result(WorkResult(data, count, p["scene"], p["time"], W, H, timings, env,
                                                   tuple(model.config.background),
                                                   model.config.view_weighting,
-                                                  model.config.nearest_copy if windows else 0.0, windows))
+                                                  model.config.nearest_copy if windows else 0.0, windows,
+                                                  tuple(model.config.own_view.to_list()) if model.config.own_view.angle_deg > 0 else ()))
 
     def _fail(self, item: WorkItem, err: BaseException) -> None:
         with self._stats_lock:

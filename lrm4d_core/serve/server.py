@@ -241,6 +241,7 @@ class _Servicer(pb_grpc.ReconstructorServicer):
                 view_dependence=list(result.view_dependence),
                 nearest_copy=result.nearest_copy,
                 time_windows_f32=result.time_windows,
+                own_view=list(result.own_view),
             )
             size = response.ByteSize()
             if size > s.config.max_message_bytes:
