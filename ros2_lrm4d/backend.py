@@ -66,6 +66,8 @@ def _local_backend(params: NodeParams) -> Backend:
     checkpoint = params.checkpoint or default_checkpoint()
     prior = params.prior_overrides()  # node parameters that override the checkpoint's no-learning priors
     overrides = {"prior": prior} if prior else {}
+    if params.own_view_deg >= 0:  # the renders' own-view splats (lrm4d_core.model.own_view)
+        overrides["own_view"] = {"angle_deg": params.own_view_deg}
     if checkpoint is None:
         log.warning("no checkpoint given and no embedded default model found: using UNTRAINED tiny weights")
         return LocalBackend(load_model(preset="tiny", device=device, **overrides), model_id="lrm4d-tiny-untrained")

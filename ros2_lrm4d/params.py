@@ -75,6 +75,7 @@ class NodeParams:
     stereo_search: float = -1.0
     time_carve_width: float = -1.0
     thickness_depth: float = -1.0
+    own_view_deg: float = -1.0
     device: str = "auto"
     remote_address: str = "localhost:50051"
     remote_token_file: str = ""
@@ -132,6 +133,8 @@ class NodeParams:
             if not (value == -1 or 0 <= value <= (math.inf if override.upper is None else override.upper)):
                 bound = "" if override.upper is None else f" in (0, {override.upper:g}]"
                 problems.append(f"{name} must be -1 (the checkpoint's), 0 (off) or {override.meaning}{bound}")
+        if not (self.own_view_deg == -1 or 0 <= self.own_view_deg <= 90):
+            problems.append("own_view_deg must be -1 (the checkpoint's), 0 (off) or an angle in (0, 90] degrees")
         if self.dynamic_speed_threshold < 0 or self.motion_voxel_m <= 0 or self.max_motion_markers < 0:
             problems.append("need dynamic_speed_threshold >= 0, motion_voxel_m > 0 and max_motion_markers >= 0")
         if self.queue_size < 1 or self.qos_depth < 1:
@@ -230,6 +233,7 @@ PARAM_DOCS: dict[str, str] = {
     "stereo_search": "local backend: log-scale range of the plane sweep that corrects the depths of textured input views (no plain background) where other inputs see the same patch, and keeps what it matched visible over the window (static); and, where the checkpoint sets prior.stereo.plain_search (the embedded default does not), plain-background views the silhouette alignment left alone; -1 = the checkpoint's (the embedded default: 0.7), 0 = off, both (e.g. to save its cost on a slow CPU)",
     "time_carve_width": "local backend: a Gaussian that another input, at another time, sees through (or, from nearly the same viewpoint, sees in another colour) fades out before that time: its temporal scale is at most this times its distance in time to that input; -1 = the checkpoint's (the embedded default: 0.5), 0 = off",
     "thickness_depth": "local backend: a subject before a plain background that no crossing camera placed gets a body behind what its inputs saw: its Gaussians are stretched along their rays by this many half-depths (the silhouette's width at each pixel), cut where another input near in time sees background; -1 = the checkpoint's (the embedded default: 0.7), 0 = off (e.g. thin flat things filmed from one side)",
+    "own_view_deg": "local backend: rendered views (the predicted images) show, near each input camera and its time, that input's own pixels as small splats at the model's depths, the pixel's Gaussians giving way to them, within about this many degrees of the input camera; -1 = the checkpoint's (the embedded default: 10), 0 = off (published clouds never include them; off saves about a fifth of the predicted views' time)",
     "device": "auto, cpu, cuda or cuda:N (local backend)",
     "remote_address": "host:port of lrm4d serve (remote backend)",
     "remote_token_file": "file holding the bearer token for the remote backend",

@@ -1052,3 +1052,28 @@ def test_ros_node_end_to_end_with_a_dead_camera(ros):
         executor.shutdown()
         node.destroy_node()
         source.destroy_node()
+
+
+def test_node_parameter_switches_the_own_view_splats(tmp_path):
+    """`own_view_deg`: -1 keeps what the checkpoint records, 0 turns the splats off, an angle sets
+    theirs and keeps their other constants; out-of-range values are refused."""
+    import torch
+
+    from lrm4d_core.io.checkpoint import save_checkpoint
+    from lrm4d_core.model.config import preset
+    from lrm4d_core.model.lrm4d import LRM4D
+    from lrm4d_core.model.own_view import OwnViewConstants
+    from ros2_lrm4d.backend import make_backend
+
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    recorded = OwnViewConstants(angle_deg=12.0, width=0.3)
+    save_checkpoint(path, LRM4D(preset("tiny", image_size=(32, 32), own_view=recorded)))
+    got = {v: make_backend(NodeParams(checkpoint=str(path), device="cpu", own_view_deg=v), offline=True).model.config.own_view
+           for v in (-1, 0, 25.0)}
+    assert got[-1] == recorded
+    assert got[0] == OwnViewConstants(angle_deg=0.0, width=0.3)
+    assert got[25.0] == OwnViewConstants(angle_deg=25.0, width=0.3)
+    for bad in (-0.5, 120.0):
+        with pytest.raises(ValueError, match="own_view_deg"):
+            params_from_values({"own_view_deg": bad})
