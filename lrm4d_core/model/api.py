@@ -454,14 +454,15 @@ def reconstruct(
     with torch.inference_mode():
         out = model(pixels[None], model_cams, model_times[None], world_scale=scene.scale, with_environment=True,
                     ground_height=prepared.ground)
+        gaussians = out.gaussians[0]  # one object: what the splats cache, the renders reuse
         pixel_aligned = len(model_cams) * model_cams.width * model_cams.height  # which copy shows when
-        windows = reconstruction_windows(model.config, out.gaussians[0].means[:pixel_aligned], pixels, model_cams, model_times)
-        own = reconstruction_splats(model.config, out.gaussians[0], pixels, model_cams, model_times)
+        windows = reconstruction_windows(model.config, gaussians.means[:pixel_aligned], pixels, model_cams, model_times)
+        own = reconstruction_splats(model.config, gaussians, pixels, model_cams, model_times)
     _sync(device)
     t2 = _time.perf_counter()
     timings = {"prepare": t1 - t0, "forward": t2 - t1, "total": t2 - t0}
     env = out.environment[0] if out.environment is not None else None
-    rec = Reconstruction(out.gaussians[0], scene, time, model_cams, model_times, timings, env, model.config.background,
+    rec = Reconstruction(gaussians, scene, time, model_cams, model_times, timings, env, model.config.background,
                          model.config.view_weighting, model.config.nearest_copy, windows, own, model.config.own_view.angle_deg)
     if world:
         rec.gaussians  # noqa: B018  (computes and times the world-frame set)

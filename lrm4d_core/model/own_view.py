@@ -95,12 +95,13 @@ def own_view_splats(gaussians: Gaussians4D, pixels: Tensor, cameras: Cameras, ti
     """
     V, _, H, W = pixels.shape
     n = V * H * W
-    g = gaussians.select(torch.arange(len(gaussians), device=gaussians.means.device) < n)
-    dtype, device = g.means.dtype, g.means.device
+    dtype, device = gaussians.means.dtype, gaussians.means.device
     times = times.to(device=device, dtype=dtype)
     own_t = times.repeat_interleave(H * W)
+    # on the whole set (the free Gaussians at their own times): renders reuse what it caches
+    at_own_time = gaussians.means_at(torch.cat([own_t, gaussians.means[n:, 3]]))[:n]
     origins, directions = (x.reshape(n, 3).to(device=device, dtype=dtype) for x in pixel_rays(cameras))
-    depth = ((g.means_at(own_t) - origins) * directions).sum(-1)  # unit directions: distance along the ray
+    depth = ((at_own_time - origins) * directions).sum(-1)  # unit directions: distance along the ray
     placed = torch.isfinite(depth) & (depth > 0)
     depth = torch.where(placed, depth, torch.zeros_like(depth))
     focal = cameras.K[:, [0, 1], [0, 1]].mean(-1).to(device=device, dtype=dtype).repeat_interleave(H * W)
