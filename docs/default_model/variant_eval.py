@@ -52,7 +52,8 @@ def install_time_preference(strength: float, width_gaps: float) -> None:
             distinct = torch.unique(times)
             gap = float(torch.diff(distinct).median()) if len(distinct) > 1 else 1.0
             late = (times - render_time["t"]).abs()
-            excess = (late[views] - late.min()) / (gap * width_gaps)
+            index = torch.where(views.index >= len(times), views.index - len(times), views.index)  # own-view splats: their view
+            excess = (late[index] - late.min()) / (gap * width_gaps)
             cloud = replace(cloud, opacities=cloud.opacities * (1 - strength * (1 - torch.exp(-0.5 * excess**2))))
         return rasterize_over(rec, cloud, cameras, background, backend, views)
 
