@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -36,7 +37,7 @@ import torch
 
 from lrm4d_core.cameras import Cameras, SceneNormalization
 from lrm4d_core.io.checkpoint import save_checkpoint
-from lrm4d_core.model.api import load_model
+from lrm4d_core.model.api import load_model, render
 from lrm4d_core.pipeline import LocalBackend, PipelineConfig, Reconstructor
 from lrm4d_core.serve import lrm4d_pb2 as pb
 from lrm4d_core.serve import lrm4d_pb2_grpc as pb_grpc
@@ -199,6 +200,26 @@ def test_remote_equals_local(server, local, encoding):
         assert_same_reconstruction(grounded, backend.reconstruct(images, cams, times, None, ground_z=-0.6))
         assert backend.status == "ok" and backend.counters["ok"] == 3
         assert {"server_forward", "server_queue", "rpc", "client_total"} <= set(rec.timings)
+
+
+def test_client_builds_the_own_view_splats_and_survives_constants_it_does_not_understand(server, local):
+    """The client renders a remote reconstruction as the local one, own-view splats included; a
+    response whose splat constants it cannot read (another server version) gives a reconstruction
+    without them, a counter and no exception."""
+    images, cams, times = window(3, 24, 20)
+    ref = local.reconstruct(images, cams, times, None)
+    with remote(server.port, image_encoding="png") as backend:
+        rec = backend.reconstruct(images, cams, times, None)
+        got = render(rec, cams, float(times[1]), backend="torch").color
+        expected = render(ref, cams, float(times[1]), backend="torch").color
+        without = render(replace(ref, own_view=None), cams, float(times[1]), backend="torch").color
+        assert float((got - expected).abs().max()) < 0.01  # float16 Gaussians on the wire
+        assert float((without - expected).abs().max()) > 0.05  # where the splats act (0.09 here)
+        response = backend._call(backend.encode_request(images, cams, times, None, None), attempts=1)
+        assert len(response.own_view) == 6
+        del response.own_view[2:]
+        odd = backend.decode_response(response, cams, times, images)
+        assert odd.own_view is None and backend.counters["bad_own_view"] == 1
 
 
 def test_remote_sends_the_time_windows_of_a_standing_camera(server, local):

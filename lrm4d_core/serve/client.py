@@ -412,10 +412,16 @@ class RemoteBackend:
             from lrm4d_core.model.api import prepare_images, resized_pixels
             from lrm4d_core.model.own_view import OwnViewConstants, own_view_splats
 
-            constants = OwnViewConstants(*(float(c) for c in response.own_view))
-            pixels = resized_pixels(prepare_images(images).to(self.device), (H, W))
-            own = own_view_splats(gaussians, pixels, model_cams, model_times, torch.tensor(background), constants)
-            own_deg = constants.angle_deg
+            try:
+                constants = OwnViewConstants(*(float(c) for c in response.own_view))
+            except (TypeError, ValueError) as err:  # another server version: render without them
+                self._count("bad_own_view")
+                log.warning("remote %s: own-view splat constants %s not understood (%s); rendering without them",
+                            self.address, list(response.own_view), err)
+            else:
+                pixels = resized_pixels(prepare_images(images).to(self.device), (H, W))
+                own = own_view_splats(gaussians, pixels, model_cams, model_times, torch.tensor(background), constants)
+                own_deg = constants.angle_deg
         return Reconstruction(gaussians, scene, time_norm, model_cams, model_times, timings, env, background, view,
                               float(response.nearest_copy) if windows is not None else 0.0, windows, own, own_deg)
 
