@@ -217,9 +217,11 @@ def test_client_builds_the_own_view_splats_and_survives_constants_it_does_not_un
         assert float((without - expected).abs().max()) > 0.05  # where the splats act (0.09 here)
         response = backend._call(backend.encode_request(images, cams, times, None, None), attempts=1)
         assert len(response.own_view) == 6
-        del response.own_view[2:]
-        odd = backend.decode_response(response, cams, times, images)
-        assert odd.own_view is None and backend.counters["bad_own_view"] == 1
+        for bad in ([10.0, 0.2], [10.0, 0.2, 0.4, 4.0, 0.98, 0.04, 1.0], [-10.0, 0.2, 0.4, 4.0, 0.98, 0.04]):
+            response.own_view[:] = bad
+            odd = backend.decode_response(response, cams, times, images)
+            assert odd.own_view is None
+        assert backend.counters["bad_own_view"] == 3
 
 
 def test_remote_sends_the_time_windows_of_a_standing_camera(server, local):

@@ -413,7 +413,10 @@ class RemoteBackend:
             from lrm4d_core.model.own_view import OwnViewConstants, own_view_splats
 
             try:
-                constants = OwnViewConstants(*(float(c) for c in response.own_view))
+                values = [float(c) for c in response.own_view]
+                if len(values) != len(OwnViewConstants().to_list()):
+                    raise ValueError(f"{len(values)} values")
+                constants = OwnViewConstants(*values)
             except (TypeError, ValueError) as err:  # another server version: render without them
                 self._count("bad_own_view")
                 log.warning("remote %s: own-view splat constants %s not understood (%s); rendering without them",
