@@ -471,6 +471,12 @@ class Gaussians4D:
         sigma_tt = self._conditional[0]
         return torch.exp(-0.5 * (t - self.means[..., 3]) ** 2 / sigma_tt)
 
+    def implied_motion(self) -> tuple[Tensor, Tensor]:
+        """([..., N, 3] velocity Sigma_xt / Sigma_tt, [..., N] temporal standard deviation
+        sqrt(Sigma_tt)): how each Gaussian moves and how long it shows (what slicing caches)."""
+        sigma_tt, velocity, _ = self._conditional
+        return velocity, sigma_tt.sqrt()
+
     def means_at(self, t: Tensor) -> Tensor:
         """[..., N, 3] each Gaussian's spatial centre conditioned on its own time `t` [..., N]
         (where its slice at t is centred)."""

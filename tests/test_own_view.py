@@ -91,6 +91,34 @@ def test_splats_against_numpy():
     assert torch.allclose(got.slice(0.9).means, got.means[:, :3], atol=1e-12)
 
 
+def test_still_splats_of_a_moving_camera_last_as_long_as_their_gaussians():
+    """With `still_gaps`: in the views of a camera the window holds in two places (the same
+    intrinsics, axes within 20 degrees), a splat whose Gaussian is still lasts as long as the
+    Gaussian (at most `still_gaps` spacings); a moving Gaussian's splat, and every splat of a
+    camera the window holds once, keep `width` of a spacing."""
+    rng = np.random.default_rng(4)
+    K = torch.tensor([[SIZE * 1.1, 0, SIZE / 2], [0, SIZE * 1.3, SIZE / 2], [0, 0, 1]], dtype=F64).expand(3, 3, 3)
+    eyes = [(0.0, -3.0, 0.5), (0.3, -3.0, 0.5), (2.5, -2.0, 0.5)]  # 0 and 1: one camera that moved 0.3
+    cams = Cameras(K.clone(), torch.stack([look_at(e) for e in eyes]), SIZE, SIZE)
+    times = torch.tensor([0.0, 0.5, 1.0], dtype=F64)  # spacing 0.5
+    n = 3 * SIZE * SIZE
+    velocity = np.zeros((n, 3))
+    velocity[1::2, 0] = 1.0  # every other Gaussian moves
+    means = np.concatenate([rng.normal(size=(n, 3)) * 0.3, np.repeat(times.numpy(), SIZE * SIZE)[:, None]], -1)
+    g = Gaussians4D.from_motion(torch.from_numpy(means), torch.full((n,), 0.05, dtype=F64), torch.full((n,), 0.9, dtype=F64),
+                                torch.from_numpy(velocity), torch.full((n,), 0.7, dtype=F64), torch.rand(n, 3, dtype=F64))
+    pixels, background = torch.from_numpy(rng.uniform(size=(3, 3, SIZE, SIZE))), torch.tensor([1.0, 1.0, 1.0])
+    off = own_view_splats(g, pixels, cams, times, background, OwnViewConstants(angle_deg=10.0))
+    on = own_view_splats(g, pixels, cams, times, background, OwnViewConstants(angle_deg=10.0, still_gaps=1.0))
+    assert np.allclose(off.scales[:, 3].numpy(), 0.4 * 0.5)
+    expected = np.full(n, 0.4 * 0.5)
+    moving_camera = np.arange(n) < 2 * SIZE * SIZE
+    still = (np.arange(n) % 2 == 0)
+    expected[moving_camera & still] = min(0.9, 1.0 * 0.5)
+    assert np.allclose(on.scales[:, 3].numpy(), expected)
+    assert torch.equal(on.means, off.means) and torch.equal(on.opacities, off.opacities)
+
+
 def test_visibility_against_numpy():
     rng = np.random.default_rng(1)
     means, sources = rng.normal(size=(300, 3)), rng.normal(size=(300, 3)) * 4
@@ -178,5 +206,6 @@ def test_config_off_by_default_and_recorded():
     assert preset("tiny").own_view.angle_deg == 0.0  # checkpoints that predate it: off
     cfg = preset("tiny", own_view={"angle_deg": 7.0})
     assert ModelConfig.from_dict(cfg.to_dict()).own_view == OwnViewConstants(angle_deg=7.0)
+    assert preset("tiny", own_view={"angle_deg": 7.0, "still_gaps": 4.0}).own_view.still_gaps == 4.0
     with pytest.raises(ValueError):
         OwnViewConstants(angle_deg=-1.0)

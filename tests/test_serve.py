@@ -216,8 +216,8 @@ def test_client_builds_the_own_view_splats_and_survives_constants_it_does_not_un
         assert float((got - expected).abs().max()) < 0.01  # float16 Gaussians on the wire
         assert float((without - expected).abs().max()) > 0.05  # where the splats act (0.09 here)
         response = backend._call(backend.encode_request(images, cams, times, None, None), attempts=1)
-        assert len(response.own_view) == 6
-        for bad in ([10.0, 0.2], [10.0, 0.2, 0.4, 4.0, 0.98, 0.04, 1.0], [-10.0, 0.2, 0.4, 4.0, 0.98, 0.04]):
+        assert len(response.own_view) == 8
+        for bad in ([10.0, 0.2], [10.0, 0.2, 0.4, 4.0, 0.98, 0.04, 0.0, 0.05, 1.0], [-10.0, 0.2, 0.4, 4.0, 0.98, 0.04, 0.0, 0.05]):
             response.own_view[:] = bad
             odd = backend.decode_response(response, cams, times, images)
             assert odd.own_view is None

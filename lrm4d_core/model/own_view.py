@@ -16,6 +16,8 @@ from the input camera, or away from its time, the network's Gaussians are what i
                        same standing camera's nearest other input, else the input spacing, and
                        at most `max_gaps` input spacings (a camera that comes back shows itself
                        until about then)
+                       (with `still_gaps`: in a moving camera's views, a still pixel's splat
+                       lasts as long as its network Gaussian, at most `still_gaps` spacings)
     splat scale      = `scale` pixel footprints (d / focal), isotropic; no velocity
     splat colour     = the pixel's; opacity `opacity`, 0 on pixels of the background colour
     visibility a     = exp(-angle^2 / (2 angle_deg^2)), the angle at the splat between the
@@ -47,7 +49,11 @@ from .view_weight import angle_at
 if TYPE_CHECKING:  # config imports this module
     from .config import ModelConfig
 
-__all__ = ["OwnViewConstants", "own_view_splats", "reconstruction_splats", "visibility"]
+__all__ = ["MOVING_AXIS_DEG", "OwnViewConstants", "own_view_splats", "reconstruction_splats", "visibility"]
+
+MOVING_AXIS_DEG = 20.0
+"""Two inputs with the same intrinsics whose optical axes are within this many degrees, not
+standing in one place, are one camera that moved (`OwnViewConstants.still_gaps`)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,11 @@ class OwnViewConstants:
         scale: the splats' spatial standard deviation, in pixel footprints at their depth.
         width: their temporal standard deviation, as a share of their time span.
         max_gaps: the longest time span, in input-time spacings.
+        still_gaps: in views of a moving camera (the window holds it elsewhere too: the same
+            intrinsics, optical axes within 20 degrees, not standing in one place), a splat whose
+            pixel's Gaussian is still (implied speed at most `still_speed`, model units per model
+            time) lasts as long as that Gaussian does, at most this many input spacings: a static
+            point stays (0: off).
         opacity: their opacity (pixels of the background colour: none).
         background_tolerance: pixels within this max-abs distance of the model's background colour
             show the background, not a surface (`PriorConstants.background_tolerance`).
@@ -70,15 +81,19 @@ class OwnViewConstants:
     max_gaps: float = 4.0
     opacity: float = 0.98
     background_tolerance: float = 0.04
+    still_gaps: float = 0.0
+    still_speed: float = 0.05
 
     def __post_init__(self) -> None:
         if not (self.angle_deg >= 0 and self.scale > 0 and self.width > 0 and self.max_gaps > 0
-                and 0 < self.opacity <= 1 and self.background_tolerance >= 0):
+                and 0 < self.opacity <= 1 and self.background_tolerance >= 0 and self.still_gaps >= 0
+                and self.still_speed >= 0):
             raise ValueError(f"invalid OwnViewConstants: {self}")
 
     def to_list(self) -> list[float]:
         """The fields in order (for messages)."""
-        return [self.angle_deg, self.scale, self.width, self.max_gaps, self.opacity, self.background_tolerance]
+        return [self.angle_deg, self.scale, self.width, self.max_gaps, self.opacity, self.background_tolerance,
+                self.still_gaps, self.still_speed]
 
 
 @torch.no_grad()
@@ -114,12 +129,21 @@ def own_view_splats(gaussians: Gaussians4D, pixels: Tensor, cameras: Cameras, ti
     apart = (times[:, None] - times[None]).abs()
     nearest = torch.where(together & (apart > 0), apart, torch.full_like(apart, math.inf)).amin(-1)  # [V]
     span = torch.where(torch.isfinite(nearest), nearest, torch.full_like(nearest, spacing)).clamp_max(constants.max_gaps * spacing)
+    duration = (constants.width * span).repeat_interleave(H * W)
+    if constants.still_gaps > 0:  # a moving camera's still points stay as long as their Gaussians do
+        velocity, lasting = gaussians.implied_motion()
+        K = cameras.K.to(device=device, dtype=dtype)
+        same_k = (K[:, None] - K[None]).abs().amax((-1, -2)) <= 1e-6 * K.abs().amax()
+        near_axis = (c2w[:, None, :3, 2] * c2w[None, :, :3, 2]).sum(-1) > math.cos(math.radians(MOVING_AXIS_DEG))
+        moving = (same_k & near_axis & ~together).any(-1).repeat_interleave(H * W)  # [n]
+        still = moving & (velocity[:n].norm(dim=-1) <= constants.still_speed)
+        duration = torch.where(still, torch.maximum(duration, lasting[:n].clamp_max(constants.still_gaps * spacing)), duration)
     identity = torch.zeros(n, 4, dtype=dtype, device=device)
     identity[:, 0] = 1.0
     return Gaussians4D(
         means=torch.cat([origins + depth[:, None] * directions, own_t[:, None]], -1),
         scales=torch.cat([(constants.scale * depth / focal).clamp_min(1e-8)[:, None].expand(n, 3),
-                          (constants.width * span).repeat_interleave(H * W)[:, None]], -1),
+                          duration[:, None]], -1),
         q_left=identity,
         q_right=identity.clone(),
         opacities=torch.where(shows, torch.full_like(depth, constants.opacity), torch.zeros_like(depth)),
