@@ -480,7 +480,7 @@ class Gaussians4D:
     def means_at(self, t: Tensor) -> Tensor:
         """[..., N, 3] each Gaussian's spatial centre conditioned on its own time `t` [..., N]
         (where its slice at t is centred)."""
-        velocity = self._conditional[1]
+        velocity = self.implied_motion()[0]
         return self.means[..., :3] + velocity * (t.to(self.means) - self.means[..., 3])[..., None]
 
     def slice(

@@ -219,7 +219,7 @@ class Reconstruction:
             cloud = Gaussians3D.cat([cloud, splats])
             views = torch.cat([views, len(cams) + splat_views])
             give_way = torch.cat([give_way, torch.zeros(len(splats), dtype=give_way.dtype, device=give_way.device)])
-        sources = SourceViews(views, give_way, self.own_view_deg) if self.view_dependence[0] > 0 or own is not None else None
+        sources = SourceViews(views, give_way) if self.view_dependence[0] > 0 or own is not None else None
         return _gaussians3d_to_world(cloud, self.scene, self.time), sources
 
 
@@ -232,12 +232,10 @@ class SourceViews:
             own-view splats (`model.own_view`), -1 for free Gaussians.
         give_way: [N] how far each pixel-aligned Gaussian gives way to its own-view splat near its
             input camera (the splat's temporal marginal at the cloud's time; None: no splats).
-        own_view_deg: the splats' visibility width in degrees.
     """
 
     index: Tensor
     give_way: Tensor | None = None
-    own_view_deg: float = 0.0
 
 
 def _default_device() -> torch.device:
@@ -530,7 +528,7 @@ def rasterize_over(
             centre = cameras.cam_to_world[c, :3, 3]
             factor = view_opacity_factor(cloud.means, sources, centre, strength, width, inputs)
             if views.give_way is not None:
-                a = visibility(cloud.means, sources, centre, views.own_view_deg)
+                a = visibility(cloud.means, sources, centre, rec.own_view_deg)
                 factor = torch.where(splat, a, factor * (1.0 - a * views.give_way.to(a)))
             seen = replace(cloud, opacities=cloud.opacities * factor)
             outs.append(rasterize_over(rec, seen, cameras[c:c + 1], background, backend))

@@ -50,7 +50,7 @@ from lrm4d_core.gaussians import factor_rotation_4d, left_isoclinic
 
 from .windows import box_mean
 
-__all__ = ["MotionPriorConstants", "partner_views", "matched_velocity", "velocity_rotation", "quaternion_multiply"]
+__all__ = ["MotionPriorConstants", "partner_views", "same_intrinsics", "matched_velocity", "velocity_rotation", "quaternion_multiply"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,12 @@ class MotionPriorConstants:
             raise ValueError(f"invalid motion prior constants {self}")
 
 
+def same_intrinsics(K: Tensor) -> Tensor:
+    """[..., V, V] which of the cameras with intrinsics K [..., V, 3, 3] share them (to 1e-6 of the
+    largest entry): one physical camera at several times."""
+    return (K[..., :, None, :, :] - K[..., None, :, :, :]).abs().amax((-1, -2)) < 1e-6 * K.abs().amax((-1, -2, -3))[..., None, None]
+
+
 def partner_views(cameras: Cameras, times: Tensor, depth: Tensor, constants: MotionPriorConstants) -> Tensor:
     """[B, V, 2] index of each view's partners (module docstring, step 1): the nearest qualifying
     input before it in time and the nearest after it, -1 where none qualifies.
@@ -121,7 +127,7 @@ def partner_views(cameras: Cameras, times: Tensor, depth: Tensor, constants: Mot
     baseline = torch.linalg.norm(centres[:, :, None] - centres[:, None, :], dim=-1)
     scale = depth.reshape(B, V, -1).median(-1).values
     dt = times[:, None, :] - times[:, :, None]  # [B, i, j]: t_j - t_i
-    same_k = (K[:, :, None] - K[:, None, :]).abs().amax((-1, -2)) < 1e-6 * K.abs().amax((-1, -2, -3))[:, None, None]
+    same_k = same_intrinsics(K)
     ok = same_k & (cos_axes > math.cos(math.radians(constants.max_axis_angle)))
     ok &= baseline <= constants.max_baseline * scale[:, :, None]
     sides = []

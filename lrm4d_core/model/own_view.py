@@ -32,6 +32,7 @@ the published point clouds do not (they have no viewpoint). `ModelConfig.own_vie
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from torch import Tensor
 from lrm4d_core.cameras import Cameras, pixel_rays
 from lrm4d_core.gaussians import Gaussians4D
 
+from .motion_prior import same_intrinsics
 from .nearest_copy import standing_together
 from .prior import input_time_gap
 from .view_weight import angle_at
@@ -92,8 +94,7 @@ class OwnViewConstants:
 
     def to_list(self) -> list[float]:
         """The fields in order (for messages)."""
-        return [self.angle_deg, self.scale, self.width, self.max_gaps, self.opacity, self.background_tolerance,
-                self.still_gaps, self.still_speed]
+        return list(dataclasses.astuple(self))
 
 
 @torch.no_grad()
@@ -132,8 +133,7 @@ def own_view_splats(gaussians: Gaussians4D, pixels: Tensor, cameras: Cameras, ti
     duration = (constants.width * span).repeat_interleave(H * W)
     if constants.still_gaps > 0:  # a moving camera's still points stay as long as their Gaussians do
         velocity, lasting = gaussians.implied_motion()
-        K = cameras.K.to(device=device, dtype=dtype)
-        same_k = (K[:, None] - K[None]).abs().amax((-1, -2)) <= 1e-6 * K.abs().amax()
+        same_k = same_intrinsics(cameras.K.to(device=device, dtype=dtype))
         near_axis = (c2w[:, None, :3, 2] * c2w[None, :, :3, 2]).sum(-1) > math.cos(math.radians(MOVING_AXIS_DEG))
         moving = (same_k & near_axis & ~together).any(-1).repeat_interleave(H * W)  # [n]
         still = moving & (velocity[:n].norm(dim=-1) <= constants.still_speed)

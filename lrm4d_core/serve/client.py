@@ -32,6 +32,7 @@ the local ones), and `timings` = the server's stages + this side's encode / rpc 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -414,7 +415,7 @@ class RemoteBackend:
 
             try:
                 values = [float(c) for c in response.own_view]
-                if len(values) != len(OwnViewConstants().to_list()):
+                if len(values) != len(dataclasses.fields(OwnViewConstants)):
                     raise ValueError(f"{len(values)} values")
                 constants = OwnViewConstants(*values)
             except (TypeError, ValueError) as err:  # another server version: render without them
