@@ -8,7 +8,8 @@ and a probe node listens to the outputs:
 - proof_of_life (shipped params): `~/gaussians` PointCloud2 with the documented fields in the
   fixed frame, `~/predicted/front/image_raw` in the frame `lrm4d/front_optical` whose transform
   from the fixed frame is on /tf at the image's stamp, its 32FC1 depth beside it, the moving part
-  (`~/gaussians/dynamic`), /diagnostics with input rates of all six cameras.
+  (`~/gaussians/dynamic`), /diagnostics with input rates of all six cameras, and only the watched
+  view rendered (`predicted_views_on_demand`: /diagnostics `predicted_views` is "front").
 - qos_reliable_into_best_effort: a reliable publisher into our best-effort subscription: works.
 - qos_best_effort_into_reliable: a best-effort publisher into a reliable subscription (input_qos
   reliable) cannot connect: no output, and /diagnostics says why (WARN, qos_incompatible).
@@ -199,6 +200,9 @@ class TestLiveNode(unittest.TestCase):
                 self.assertEqual(ours.get((image.header.frame_id, image.header.stamp.sec, image.header.stamp.nanosec)), "map",
                                  "the predicted view's frame is not on /tf at its stamp")
                 self.assertEqual((p.depths[-1].encoding, p.depths[-1].header.frame_id), ("32FC1", "lrm4d/front_optical"))
+                # predicted views on demand: the probe watches only the front camera's topics
+                p.spin_until(lambda: "predicted_views" in p.values(), timeout_s=10.0)  # the next /diagnostics after a window
+                self.assertEqual(p.values().get("predicted_views"), "front", f"diagnostics {p.values()}")
         elif scenario == "loop_short_bag":
             stamps = lambda: [c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in p.clouds]  # noqa: E731
             loops = lambda: sum(b < a - 1.0 for a, b in zip(stamps(), stamps()[1:]))  # noqa: E731
