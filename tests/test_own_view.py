@@ -17,7 +17,7 @@ from lrm4d_core.cameras import Cameras
 from lrm4d_core.eval.metrics import psnr
 from lrm4d_core.gaussians import Gaussians4D
 from lrm4d_core.model.api import load_model, rasterize_over, reconstruct, render
-from lrm4d_core.model.own_view import OwnViewConstants, own_view_splats, visibility
+from lrm4d_core.model.own_view import OwnViewConstants, approach_blur, own_view_splats, visibility
 
 F64 = torch.float64
 SIZE = 8
@@ -94,8 +94,8 @@ def test_splats_against_numpy():
 def test_still_splats_of_a_moving_camera_last_as_long_as_their_gaussians():
     """With `still_gaps`: in the views of a camera the window holds in two places (the same
     intrinsics, axes within 20 degrees), a splat whose Gaussian is still lasts as long as the
-    Gaussian (at most `still_gaps` spacings); a moving Gaussian's splat, and every splat of a
-    camera the window holds once, keep `width` of a spacing."""
+    Gaussian (at most `still_gaps` spacings); a moving Gaussian's splat, a nearly transparent
+    Gaussian's (sky), and every splat of a camera the window holds once, keep `width` of a spacing."""
     rng = np.random.default_rng(4)
     K = torch.tensor([[SIZE * 1.1, 0, SIZE / 2], [0, SIZE * 1.3, SIZE / 2], [0, 0, 1]], dtype=F64).expand(3, 3, 3)
     eyes = [(0.0, -3.0, 0.5), (0.3, -3.0, 0.5), (2.5, -2.0, 0.5)]  # 0 and 1: one camera that moved 0.3
@@ -105,16 +105,19 @@ def test_still_splats_of_a_moving_camera_last_as_long_as_their_gaussians():
     velocity = np.zeros((n, 3))
     velocity[1::2, 0] = 1.0  # every other Gaussian moves
     means = np.concatenate([rng.normal(size=(n, 3)) * 0.3, np.repeat(times.numpy(), SIZE * SIZE)[:, None]], -1)
+    opacities = np.full(n, 0.7)
+    opacities[::6] = 0.1  # sky the environment map shows: its splats do not last
     g = Gaussians4D.from_motion(torch.from_numpy(means), torch.full((n,), 0.05, dtype=F64), torch.full((n,), 0.9, dtype=F64),
-                                torch.from_numpy(velocity), torch.full((n,), 0.7, dtype=F64), torch.rand(n, 3, dtype=F64))
+                                torch.from_numpy(velocity), torch.from_numpy(opacities), torch.rand(n, 3, dtype=F64))
     pixels, background = torch.from_numpy(rng.uniform(size=(3, 3, SIZE, SIZE))), torch.tensor([1.0, 1.0, 1.0])
     off = own_view_splats(g, pixels, cams, times, background, OwnViewConstants(angle_deg=10.0))
     on = own_view_splats(g, pixels, cams, times, background, OwnViewConstants(angle_deg=10.0, still_gaps=1.0))
     assert np.allclose(off.scales[:, 3].numpy(), 0.4 * 0.5)
     expected = np.full(n, 0.4 * 0.5)
     moving_camera = np.arange(n) < 2 * SIZE * SIZE
-    still = (np.arange(n) % 2 == 0)
+    still = (np.arange(n) % 2 == 0) & (opacities >= 0.5)
     expected[moving_camera & still] = min(0.9, 1.0 * 0.5)
+    assert (moving_camera & (np.arange(n) % 2 == 0) & ~still).sum() > 0
     assert np.allclose(on.scales[:, 3].numpy(), expected)
     assert torch.equal(on.means, off.means) and torch.equal(on.opacities, off.opacities)
 
@@ -132,6 +135,24 @@ def test_visibility_against_numpy():
     assert np.allclose(got.numpy(), expected, atol=1e-9) and expected.max() > 0.5
 
 
+def test_approach_blur_against_numpy():
+    """A splat gains eps2d (u_s^2 - u_r^2) of isotropic variance, u_s = d_s / f_s its footprint at
+    its input camera and u_r = d_r / f_model a model pixel's at the rendering camera, where that
+    is positive; nothing where the rendering camera is as far or farther, nor for free Gaussians."""
+    rng = np.random.default_rng(5)
+    means, sources = rng.normal(size=(200, 3)), rng.normal(size=(200, 3)) * 3
+    sources[:7] = np.nan
+    focal = rng.uniform(40, 80, size=200)
+    camera = np.array([0.5, -1.0, 0.2])
+    d_s, d_r = np.linalg.norm(means - sources, axis=-1), np.linalg.norm(means - camera, axis=-1)
+    expected = 0.3 * np.maximum((d_s / focal) ** 2 - (d_r / 55.0) ** 2, 0.0)
+    expected[:7] = 0.0
+    got = approach_blur(torch.from_numpy(means), torch.from_numpy(sources), torch.from_numpy(focal),
+                        torch.from_numpy(camera), 55.0, 0.3)
+    assert np.allclose(got.numpy(), expected, atol=1e-12)
+    assert (expected > 0).sum() > 10 and (expected[7:] == 0).sum() > 10  # both cases occur
+
+
 @pytest.fixture(scope="module")
 def window():
     torch.manual_seed(0)
@@ -146,10 +167,13 @@ def window():
     return model, reconstruct(model, images, cams, times), images, cams, times
 
 
-def test_renders_weight_the_splats_by_their_visibility_and_the_network_gives_way(window):
+@pytest.mark.parametrize("nearer", [1.0, 0.6])
+def test_renders_weight_the_splats_by_their_visibility_and_the_network_gives_way(window, nearer):
     """A render equals the plain rasterization of the network's Gaussians and the splats, sliced
     at t, with the opacities the test weighted: the view-dependent opacity times (1 - a p_splat(t))
-    on the network's, a on the splats'."""
+    on the network's, a on the splats'; from a camera nearer to the splats than their input camera
+    (`nearer` of its distance from the scene's centre), the splats widened by the blur the test
+    computed (`approach_blur`)."""
     model, rec, images, cams, times = window
     assert rec.own_view is not None and rec.own_view_deg == 10.0 and len(rec.own_view) == 4 * 16 * 16
     t = float(times[1]) + 0.05
@@ -157,7 +181,10 @@ def test_renders_weight_the_splats_by_their_visibility_and_the_network_gives_way
     off = replace(rec, own_view=None)
     network, views = off.view_cloud(t, inference_filter=False)
     splats = replace(off, gaussians_model=rec.own_view, time_windows=None).slice(t)
-    centre = cams.cam_to_world[1, :3, 3]
+    c2w = cams.cam_to_world[1:2].clone()
+    c2w[0, :3, 3] *= nearer
+    camera = Cameras(cams.K[1:2].clone(), c2w, 16, 16)
+    centre = c2w[0, :3, 3]
     sources = rec.source_centres()[: len(rec.own_view)].double()
     a_net = visibility(network.means.double()[: len(sources)], sources, centre, 10.0)
     give_way = rec.own_view.marginal_t(tm).double() * (rec.own_view.opacities > 0)
@@ -169,13 +196,39 @@ def test_renders_weight_the_splats_by_their_visibility_and_the_network_gives_way
     weight_net = vd.clone()
     weight_net[: len(sources)] *= 1 - a_net * give_way
     weight_splat = visibility(splats.means.double(), sources, centre, 10.0)
+    focal = 16 * 1.2  # every input's and the model's
+    means = splats.means.double()
+    blur = 0.3 * (((means - sources).norm(dim=-1) / focal) ** 2 - ((means - centre).norm(dim=-1) / focal) ** 2).clamp_min(0)
+    widened = splats.covars + (blur[:, None, None] * torch.eye(3, dtype=F64)).to(splats.covars)
     cloud = type(network).cat([replace(network, opacities=network.opacities * weight_net.to(network.opacities)),
-                               replace(splats, opacities=splats.opacities * weight_splat.to(splats.opacities))])
-    expected = rasterize_over(rec, cloud, cams[1:2], backend="torch")
+                               replace(splats, opacities=splats.opacities * weight_splat.to(splats.opacities), covars=widened)])
+    expected = rasterize_over(rec, cloud, camera, backend="torch")
     cloud_on, views_on = rec.view_cloud(t, inference_filter=False)
-    got = rasterize_over(rec, cloud_on, cams[1:2], backend="torch", views=views_on)
+    got = rasterize_over(rec, cloud_on, camera, backend="torch", views=views_on)
     assert torch.allclose(got.color, expected.color, atol=5e-5)  # float32 weights against float64 ones
     assert float(weight_net[: len(sources)].min()) < 0.2 and float(weight_splat.max()) > 0.9  # both act here
+    if nearer < 1:  # the blur acts on the splats that show: it changes the render
+        shown = weight_splat > 0.5
+        assert float((blur[shown] / splats.covars[shown].diagonal(dim1=-2, dim2=-1).mean(-1).double()).median()) > 1.0
+        plain = rasterize_over(rec, replace(cloud, covars=type(network).cat([network, splats]).covars), camera, backend="torch")
+        assert float((plain.color - got.color).abs().max()) > 0.02
+
+
+def test_no_approach_blur_at_an_input_camera(window, monkeypatch):
+    """An input camera whose focal length is below the window's mean renders its own splats with
+    the blur of its own pixels only: the same image as with `approach_blur` switched off."""
+    model, _, images, cams, times = window
+    K = cams.K.clone()
+    K[0, [0, 1], [0, 1]] = 14.0  # the others 19.2: the model's mean focal length is above view 0's
+    cams = Cameras(K, cams.cam_to_world.clone(), 16, 16)
+    rec = reconstruct(model, images, cams, times)
+    cloud, views = rec.view_cloud(float(times[0]), inference_filter=False)
+    got = rasterize_over(rec, cloud, cams[0:1], backend="torch", views=views).color
+    import lrm4d_core.model.api as api
+
+    monkeypatch.setattr(api, "approach_blur", lambda means, *args: torch.zeros(len(means), dtype=means.dtype))
+    plain = rasterize_over(rec, cloud, cams[0:1], backend="torch", views=views).color
+    assert torch.equal(got, plain)
 
 
 def test_an_input_comes_back_near_its_camera_and_time_and_not_beyond(window):

@@ -58,7 +58,7 @@ from lrm4d_core.gaussians import MIN_MARGINAL, MIN_OPACITY, Gaussians3D, Gaussia
 from .config import ModelConfig, preset as make_preset
 from .lrm4d import LRM4D
 from .nearest_copy import reconstruction_windows, window_factor
-from .own_view import reconstruction_splats, visibility
+from .own_view import approach_blur, reconstruction_splats, visibility
 from .view_weight import VIEW_DEPENDENCE_OFF, live_centres, pixel_views, view_mass, view_opacity_factor, view_sources
 
 __all__ = [
@@ -246,6 +246,10 @@ RENDER_DEPTH_MODE = "plane"
 """The depth a splat gives each pixel in renders of reconstructions (`render.rasterize`): its depth
 plane, so that the rendered (and published) depth of wide flat splats, such as the ground discs,
 is right across them. Colours do not depend on it; training and fitting render colours only."""
+
+RENDER_BLUR = 0.3
+"""The rasterizer's 2D blur (pixels^2) at the model's resolution (`model_resolution_blur`; the
+own-view splats' `approach_blur`)."""
 
 DEFAULT_CHECKPOINT = "weights/lrm4d_tiny_default.safetensors"
 """Path, inside the lrm4d_core package, of the embedded default model (docs/default_model.md)."""
@@ -522,15 +526,25 @@ def rasterize_over(
         splat = views.index >= V
         strength, width = rec.view_dependence
         inputs = live_inputs(rec, cloud, views)
-        sources = view_sources(rec.input_centres().to(cloud.means), torch.where(splat, views.index - V, views.index))
+        view_of = torch.where(splat, views.index - V, views.index)
+        sources = view_sources(rec.input_centres().to(cloud.means), view_of)
+        if views.give_way is not None:  # the splats' input focal lengths and the model's, for `approach_blur`
+            focals = rec.model_cameras.K[:, [0, 1], [0, 1]].mean(-1).to(cloud.means)
+            splat_focal = torch.where(splat, focals[view_of.clamp_min(0)], torch.full_like(cloud.opacities, math.nan))
+            model_focal, eye = float(focals.mean()), torch.eye(3, dtype=cloud.covars.dtype, device=cloud.covars.device)
+            render_focals = cameras.K[:, [0, 1], [0, 1]].mean(-1)
         outs = []
         for c in range(len(cameras)):
             centre = cameras.cam_to_world[c, :3, 3]
             factor = view_opacity_factor(cloud.means, sources, centre, strength, width, inputs)
+            covars = cloud.covars
             if views.give_way is not None:
                 a = visibility(cloud.means, sources, centre, rec.own_view_deg)
                 factor = torch.where(splat, a, factor * (1.0 - a * views.give_way.to(a)))
-            seen = replace(cloud, opacities=cloud.opacities * factor)
+                blur_focal = min(float(render_focals[c]), model_focal)  # as `model_resolution_blur` blurs this camera
+                blur = approach_blur(cloud.means, sources, splat_focal, centre.to(cloud.means), blur_focal, RENDER_BLUR)
+                covars = covars + blur.to(covars)[:, None, None] * eye
+            seen = replace(cloud, opacities=cloud.opacities * factor, covars=covars)
             outs.append(rasterize_over(rec, seen, cameras[c:c + 1], background, backend))
         stats = {k: sum(o.stats.get(k, 0) for o in outs) for k in outs[0].stats}
         return replace(outs[0], stats=stats, **{k: torch.cat([getattr(o, k) for o in outs]) for k in ("color", "alpha", "depth")})
@@ -559,7 +573,7 @@ def live_inputs(rec: Reconstruction, cloud: Gaussians3D, views: SourceViews, sha
     return live_centres(centres, view_mass(views.index[network], cloud.opacities[network], len(centres)), share)
 
 
-def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = 0.3) -> float:
+def model_resolution_blur(rec: Reconstruction, cameras: Cameras, eps2d: float = RENDER_BLUR) -> float:
     """The rasterizer's 2D blur (pixels^2) that makes a render at any resolution look as one at the
     model's: eps2d scaled by the square of the focal-length ratio of `cameras` to the model's input
     cameras (at least 1). The network sized its Gaussians for the model's pixels with eps2d of

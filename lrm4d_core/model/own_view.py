@@ -16,13 +16,15 @@ from the input camera, or away from its time, the network's Gaussians are what i
                        same standing camera's nearest other input, else the input spacing, and
                        at most `max_gaps` input spacings (a camera that comes back shows itself
                        until about then)
-                       (with `still_gaps`: in a moving camera's views, a still pixel's splat
-                       lasts as long as its network Gaussian, at most `still_gaps` spacings)
+                       (with `still_gaps`: in a moving camera's views, a still, solid pixel's
+                       splat lasts as long as its network Gaussian, at most `still_gaps` spacings)
     splat scale      = `scale` pixel footprints (d / focal), isotropic; no velocity
     splat colour     = the pixel's; opacity `opacity`, 0 on pixels of the background colour
     visibility a     = exp(-angle^2 / (2 angle_deg^2)), the angle at the splat between the
                        rendering camera and its input camera
     rendered opacity = splat * a; its pixel's Gaussian * (1 - a * p_splat(t))
+    rendered width   = widened by `approach_blur` where the rendering camera is nearer to the
+                       splat than its input camera was (no dots when a camera drives on)
 
 Constants chosen on validation scenes (docs/default_model/experiments.md, "Own-view splats").
 Renders of a reconstruction use them (`model.api.Reconstruction.view_cloud`, `rasterize_over`);
@@ -51,7 +53,12 @@ from .view_weight import angle_at
 if TYPE_CHECKING:  # config imports this module
     from .config import ModelConfig
 
-__all__ = ["MOVING_AXIS_DEG", "OwnViewConstants", "own_view_splats", "reconstruction_splats", "visibility"]
+__all__ = ["MOVING_AXIS_DEG", "OwnViewConstants", "approach_blur", "own_view_splats", "reconstruction_splats", "visibility"]
+
+SOLID_OPACITY = 0.5
+"""Only splats whose pixel's network Gaussian is at least this opaque last (`still_gaps`): the
+network leaves sky to the environment map with Gaussians of opacity near 0 (median 0.01 on a
+driving window), and a lasting sky splat, seen after the camera moved, is a stray dot."""
 
 MOVING_AXIS_DEG = 20.0
 """Two inputs with the same intrinsics whose optical axes are within this many degrees, not
@@ -136,7 +143,7 @@ def own_view_splats(gaussians: Gaussians4D, pixels: Tensor, cameras: Cameras, ti
         same_k = same_intrinsics(cameras.K.to(device=device, dtype=dtype))
         near_axis = (c2w[:, None, :3, 2] * c2w[None, :, :3, 2]).sum(-1) > math.cos(math.radians(MOVING_AXIS_DEG))
         moving = (same_k & near_axis & ~together).any(-1).repeat_interleave(H * W)  # [n]
-        still = moving & (velocity[:n].norm(dim=-1) <= constants.still_speed)
+        still = moving & (velocity[:n].norm(dim=-1) <= constants.still_speed) & (gaussians.opacities[:n] >= SOLID_OPACITY)
         duration = torch.where(still, torch.maximum(duration, lasting[:n].clamp_max(constants.still_gaps * spacing)), duration)
     identity = torch.zeros(n, 4, dtype=dtype, device=device)
     identity[:, 0] = 1.0
@@ -157,6 +164,27 @@ def visibility(means: Tensor, sources: Tensor, camera_centre: Tensor, angle_deg:
     angle = angle_at(camera_centre, means, sources)
     a = torch.exp(-0.5 * (angle / math.radians(angle_deg)) ** 2)
     return torch.where(torch.isfinite(sources).all(-1), a, torch.zeros_like(a))
+
+
+def approach_blur(means: Tensor, sources: Tensor, source_focal: Tensor, camera_centre: Tensor, blur_focal: float,
+                  eps2d: float) -> Tensor:
+    """[N] the isotropic variance (world units^2) to add to splats at `means` [N, 3] so that a
+    rendering camera at `camera_centre` [3] that is nearer to them than their input cameras
+    (`sources` [N, 3], focal lengths `source_focal` [N] in pixels) sees them blurred as much, in
+    their input's pixels, as their input camera does.
+
+    Why: renders blur every Gaussian by `eps2d` pixels^2 of a camera of focal length `blur_focal`
+    (`api.model_resolution_blur`: the smaller of the render's and the model's), which at distance
+    d is eps2d (d / blur_focal)^2 in the world. A splat is 0.2 of its input pixel wide and leans
+    on that blur to fill its pixel; a camera that has come nearer (a car driving on) magnifies
+    the grid of splats, and with the blur of its own pixels they show as separate dots. The
+    deficit eps2d (u_s^2 - u_r^2), u_s = d_s / f_s the footprint at the input and u_r =
+    d_r / blur_focal at the render, is added: 0 where the rendering camera is as far or farther,
+    and at the input camera itself. NaN sources (free Gaussians): 0."""
+    u_source = (means - sources).norm(dim=-1) / source_focal
+    u_render = (means - camera_centre).norm(dim=-1) / blur_focal
+    extra = eps2d * (u_source.square() - u_render.square()).clamp_min(0.0)
+    return torch.where(torch.isfinite(extra), extra, torch.zeros_like(extra))
 
 
 def reconstruction_splats(config: ModelConfig, gaussians: Gaussians4D, pixels: Tensor, cameras: Cameras,
