@@ -136,19 +136,19 @@ def test_visibility_against_numpy():
 
 
 def test_approach_blur_against_numpy():
-    """A splat gains eps2d (u_s^2 - u_r^2) of isotropic variance, u_s = d_s / f_s its footprint at
-    its input camera and u_r = d_r / f_model a model pixel's at the rendering camera, where that
-    is positive; nothing where the rendering camera is as far or farther, nor for free Gaussians."""
+    """A splat gains eps2d (d_s^2 - d_r^2) / f_s^2 of isotropic variance (d_s, d_r its distances from
+    its input camera, of focal length f_s, and from the rendering camera) where the rendering camera
+    is nearer; nothing where it is as far or farther, nor for free Gaussians."""
     rng = np.random.default_rng(5)
     means, sources = rng.normal(size=(200, 3)), rng.normal(size=(200, 3)) * 3
     sources[:7] = np.nan
     focal = rng.uniform(40, 80, size=200)
     camera = np.array([0.5, -1.0, 0.2])
     d_s, d_r = np.linalg.norm(means - sources, axis=-1), np.linalg.norm(means - camera, axis=-1)
-    expected = 0.3 * np.maximum((d_s / focal) ** 2 - (d_r / 55.0) ** 2, 0.0)
+    expected = 0.3 * np.maximum(d_s**2 - d_r**2, 0.0) / focal**2
     expected[:7] = 0.0
     got = approach_blur(torch.from_numpy(means), torch.from_numpy(sources), torch.from_numpy(focal),
-                        torch.from_numpy(camera), 55.0, 0.3)
+                        torch.from_numpy(camera), 0.3)
     assert np.allclose(got.numpy(), expected, atol=1e-12)
     assert (expected > 0).sum() > 10 and (expected[7:] == 0).sum() > 10  # both cases occur
 
@@ -198,7 +198,7 @@ def test_renders_weight_the_splats_by_their_visibility_and_the_network_gives_way
     weight_splat = visibility(splats.means.double(), sources, centre, 10.0)
     focal = 16 * 1.2  # every input's and the model's
     means = splats.means.double()
-    blur = 0.3 * (((means - sources).norm(dim=-1) / focal) ** 2 - ((means - centre).norm(dim=-1) / focal) ** 2).clamp_min(0)
+    blur = 0.3 * ((means - sources).norm(dim=-1) ** 2 - (means - centre).norm(dim=-1) ** 2).clamp_min(0) / focal**2
     widened = splats.covars + (blur[:, None, None] * torch.eye(3, dtype=F64)).to(splats.covars)
     cloud = type(network).cat([replace(network, opacities=network.opacities * weight_net.to(network.opacities)),
                                replace(splats, opacities=splats.opacities * weight_splat.to(splats.opacities), covars=widened)])
@@ -214,20 +214,25 @@ def test_renders_weight_the_splats_by_their_visibility_and_the_network_gives_way
         assert float((plain.color - got.color).abs().max()) > 0.02
 
 
-def test_no_approach_blur_at_an_input_camera(window, monkeypatch):
-    """An input camera whose focal length is below the window's mean renders its own splats with
-    the blur of its own pixels only: the same image as with `approach_blur` switched off."""
+@pytest.mark.parametrize("resolution", [1, 2])
+def test_no_approach_blur_at_an_input_camera(window, monkeypatch, resolution):
+    """An input camera renders its own splats without `approach_blur`, whatever its focal length
+    against the window's mean and at the model's resolution or twice it: the same image as with
+    the widening switched off."""
     model, _, images, cams, times = window
     K = cams.K.clone()
     K[0, [0, 1], [0, 1]] = 14.0  # the others 19.2: the model's mean focal length is above view 0's
     cams = Cameras(K, cams.cam_to_world.clone(), 16, 16)
     rec = reconstruct(model, images, cams, times)
     cloud, views = rec.view_cloud(float(times[0]), inference_filter=False)
-    got = rasterize_over(rec, cloud, cams[0:1], backend="torch", views=views).color
+    fine = K[0:1].clone()
+    fine[:, :2] *= resolution
+    camera = Cameras(fine, cams.cam_to_world[0:1].clone(), 16 * resolution, 16 * resolution)
+    got = rasterize_over(rec, cloud, camera, backend="torch", views=views).color
     import lrm4d_core.model.api as api
 
     monkeypatch.setattr(api, "approach_blur", lambda means, *args: torch.zeros(len(means), dtype=means.dtype))
-    plain = rasterize_over(rec, cloud, cams[0:1], backend="torch", views=views).color
+    plain = rasterize_over(rec, cloud, camera, backend="torch", views=views).color
     assert torch.equal(got, plain)
 
 

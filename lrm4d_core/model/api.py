@@ -528,11 +528,10 @@ def rasterize_over(
         inputs = live_inputs(rec, cloud, views)
         view_of = torch.where(splat, views.index - V, views.index)
         sources = view_sources(rec.input_centres().to(cloud.means), view_of)
-        if views.give_way is not None:  # the splats' input focal lengths and the model's, for `approach_blur`
+        if views.give_way is not None:  # the splats' input focal lengths, for `approach_blur`
             focals = rec.model_cameras.K[:, [0, 1], [0, 1]].mean(-1).to(cloud.means)
             splat_focal = torch.where(splat, focals[view_of.clamp_min(0)], torch.full_like(cloud.opacities, math.nan))
-            model_focal, eye = float(focals.mean()), torch.eye(3, dtype=cloud.covars.dtype, device=cloud.covars.device)
-            render_focals = cameras.K[:, [0, 1], [0, 1]].mean(-1)
+            eye = torch.eye(3, dtype=cloud.covars.dtype, device=cloud.covars.device)
         outs = []
         for c in range(len(cameras)):
             centre = cameras.cam_to_world[c, :3, 3]
@@ -541,8 +540,7 @@ def rasterize_over(
             if views.give_way is not None:
                 a = visibility(cloud.means, sources, centre, rec.own_view_deg)
                 factor = torch.where(splat, a, factor * (1.0 - a * views.give_way.to(a)))
-                blur_focal = min(float(render_focals[c]), model_focal)  # as `model_resolution_blur` blurs this camera
-                blur = approach_blur(cloud.means, sources, splat_focal, centre.to(cloud.means), blur_focal, RENDER_BLUR)
+                blur = approach_blur(cloud.means, sources, splat_focal, centre.to(cloud.means), RENDER_BLUR)
                 covars = covars + blur.to(covars)[:, None, None] * eye
             seen = replace(cloud, opacities=cloud.opacities * factor, covars=covars)
             outs.append(rasterize_over(rec, seen, cameras[c:c + 1], background, backend))

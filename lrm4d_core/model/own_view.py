@@ -166,24 +166,21 @@ def visibility(means: Tensor, sources: Tensor, camera_centre: Tensor, angle_deg:
     return torch.where(torch.isfinite(sources).all(-1), a, torch.zeros_like(a))
 
 
-def approach_blur(means: Tensor, sources: Tensor, source_focal: Tensor, camera_centre: Tensor, blur_focal: float,
-                  eps2d: float) -> Tensor:
-    """[N] the isotropic variance (world units^2) to add to splats at `means` [N, 3] so that a
-    rendering camera at `camera_centre` [3] that is nearer to them than their input cameras
-    (`sources` [N, 3], focal lengths `source_focal` [N] in pixels) sees them blurred as much, in
-    their input's pixels, as their input camera does.
+def approach_blur(means: Tensor, sources: Tensor, source_focal: Tensor, camera_centre: Tensor, eps2d: float) -> Tensor:
+    """[N] the isotropic variance (world units^2) to add to splats at `means` [N, 3] seen from a
+    camera at `camera_centre` [3] that is nearer to them than their input cameras (`sources`
+    [N, 3], focal lengths `source_focal` [N] in pixels): eps2d (d_s^2 - d_r^2) / f_s^2, d_s and
+    d_r their distances from the input and the rendering camera; 0 where the rendering camera is
+    as far or farther (an input camera itself, at any resolution). NaN sources (free Gaussians): 0.
 
-    Why: renders blur every Gaussian by `eps2d` pixels^2 of a camera of focal length `blur_focal`
-    (`api.model_resolution_blur`: the smaller of the render's and the model's), which at distance
-    d is eps2d (d / blur_focal)^2 in the world. A splat is 0.2 of its input pixel wide and leans
-    on that blur to fill its pixel; a camera that has come nearer (a car driving on) magnifies
-    the grid of splats, and with the blur of its own pixels they show as separate dots. The
-    deficit eps2d (u_s^2 - u_r^2), u_s = d_s / f_s the footprint at the input and u_r =
-    d_r / blur_focal at the render, is added: 0 where the rendering camera is as far or farther,
-    and at the input camera itself. NaN sources (free Gaussians): 0."""
-    u_source = (means - sources).norm(dim=-1) / source_focal
-    u_render = (means - camera_centre).norm(dim=-1) / blur_focal
-    extra = eps2d * (u_source.square() - u_render.square()).clamp_min(0.0)
+    Why: renders blur every Gaussian by `eps2d` pixels^2 (`api.model_resolution_blur`), which at
+    distance d is about eps2d (d / f)^2 in the world. A splat is 0.2 of its input pixel wide and
+    leans on that blur to fill its pixel; a camera that has come nearer (a car driving on)
+    magnifies the grid of splats, the blur shrinks with the distance, and the splats show as
+    separate dots. With the deficit added they keep the blur they had at their input camera's
+    distance."""
+    near = ((means - sources).square().sum(-1) - (means - camera_centre).square().sum(-1)).clamp_min(0.0)
+    extra = eps2d * near / source_focal.square()
     return torch.where(torch.isfinite(extra), extra, torch.zeros_like(extra))
 
 
