@@ -77,8 +77,8 @@ class OwnViewConstants:
         still_gaps: in views of a moving camera (the window holds it elsewhere too: the same
             intrinsics, optical axes within 20 degrees, not standing in one place), a splat whose
             pixel's Gaussian is still (implied speed at most `still_speed`, model units per model
-            time) lasts as long as that Gaussian does, at most this many input spacings: a static
-            point stays (0: off).
+            time) and solid (opacity at least `SOLID_OPACITY`: not sky) lasts as long as that
+            Gaussian does, at most this many input spacings: a static point stays (0: off).
         opacity: their opacity (pixels of the background colour: none).
         background_tolerance: pixels within this max-abs distance of the model's background colour
             show the background, not a surface (`PriorConstants.background_tolerance`).
